@@ -1,0 +1,40 @@
+"""tfzoo: a TensorFlow/Keras model zoo with a TensorFlow Serving drop-in model server."""
+from setuptools import find_packages, setup
+
+setup(
+    name="tfzoo",
+    version="0.1.0",
+    description="Keras model zoo -> SavedModel -> TensorFlow Serving protocol (REST + gRPC), with TensorBoard logs",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["zoo", "zoo.*", "pipelines", "pipelines.*", "serving", "serving.*"]),
+    install_requires=[
+        # One TensorFlow distribution: `tensorflow` (its Linux wheel runs on CPU and GPU).
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "tensorboard>=2.21,<2.22",
+        "tensorflow-serving-api>=2.21,<2.22",
+        "grpcio>=1.70,<2",
+        "grpcio-health-checking>=1.70,<2",
+        "numpy>=1.26,<3",
+        "pillow>=10,<14",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            "nbclient>=0.10,<0.12",
+            "nbformat>=5.10,<6",
+            "ipykernel>=6.29,<8",
+            "requests>=2.31,<3",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "tfzoo=pipelines.cli:main",
+            "tfzoo-model-server=serving.server.main:main",
+        ],
+    },
+)
