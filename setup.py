@@ -19,6 +19,7 @@ setup(
         "numpy>=1.26,<3",
         "pillow>=10,<14",
         "tqdm>=4.66,<5",
+        "importlib_resources>=6,<8",  # tensorflow-datasets imports it without declaring it
     ],
     extras_require={
         "test": [

@@ -15,6 +15,7 @@ from zoo.registry import register_model
     hparams={"num_classes": 10, "image_size": 28, "channels": 1, "dropout": 0.0},
     input_spec={"image": {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]}},
     labels=FASHION_MNIST_LABELS,
+    train={"epochs": 10, "batch_size": 128, "learning_rate": 2e-3},
 )
 def cnn(num_classes: int, image_size: int, channels: int, dropout: float) -> keras.Model:
     """Conv2D 32 -> MaxPool -> Conv2D 64 -> MaxPool -> Dense 64 -> softmax: the seed classifier."""

@@ -22,7 +22,11 @@ TASKS = (
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """What a zoo model is: its builder, task, default dataset and hyperparameters, inputs and labels."""
+    """What a zoo model is: builder, task, default dataset, hyperparameters, inputs, labels, recipe.
+
+    `hparams` are the builder's keyword arguments; `train` is the default training recipe
+    (epochs, batch size, learning rate, ...) that `pipelines.train` starts from.
+    """
 
     name: str
     task: str
@@ -31,6 +35,7 @@ class ModelSpec:
     hparams: dict[str, Any]
     input_spec: dict[str, Any]
     labels: tuple[str, ...] = ()
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
 
     def resolve_hparams(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,6 +49,18 @@ class ModelSpec:
         return merged
 
 
+# The training recipe every spec starts from; an entry overrides what its model needs.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+    "augment": False,
+    "jit_compile": False,
+}
+
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -55,6 +72,7 @@ def register_model(
     hparams: dict[str, Any],
     input_spec: dict[str, Any],
     labels: tuple[str, ...] = (),
+    train: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
     """Register the decorated builder under `name`; its docstring's first line becomes the description."""
     if task not in TASKS:
@@ -72,6 +90,7 @@ def register_model(
             hparams=dict(hparams),
             input_spec=dict(input_spec),
             labels=tuple(labels),
+            train={**TRAIN_DEFAULTS, **(train or {})},
             description=doc[0] if doc else "",
         )
         return builder

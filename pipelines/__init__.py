@@ -1,0 +1,1 @@
+"""tfzoo's pipelines: how a model is MADE (data -> training -> SavedModel export)."""

@@ -1,0 +1,208 @@
+"""`tfzoo`: the user command line. Each verb is also a `python -m` entry in its package.
+
+  tfzoo list                         zoo models (name, task, dataset)
+  tfzoo info cnn                     a model's spec: hyperparameters, recipe, inputs, labels
+  tfzoo train cnn --epochs 2         train, evaluate on the test split, export to models/cnn/<version>
+  tfzoo evaluate cnn                 evaluate an exported version (what a server would serve) on a split
+  tfzoo serve                        serve models/ with tensorflow_model_server if installed, else tfzoo-model-server
+  tfzoo predict cnn image.png        query a running server over REST or gRPC
+  tfzoo export-config                write models/models.config for every model in models/
+  tfzoo tensorboard                  start TensorBoard on runs/
+  tfzoo data prepare fashion_mnist   build a dataset into the data dir
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every zoo model with its task and default dataset."""
+    import zoo
+
+    for name in zoo.list_models(args.pattern):
+        spec = zoo.get(name)
+        print(f"{name:20s} {spec.task:22s} {spec.default_dataset:24s} {spec.description}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a model's spec as JSON."""
+    import zoo
+
+    spec = zoo.get(args.model)
+    print(json.dumps({"name": spec.name, "task": spec.task, "description": spec.description,
+                      "default_dataset": spec.default_dataset, "hparams": spec.hparams,
+                      "recipe": spec.train, "input": spec.input_spec, "labels": list(spec.labels)}, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a zoo model (see `pipelines.train`)."""
+    from pipelines import train
+
+    return train.run(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate an exported SavedModel version on a dataset split."""
+    from pipelines import evaluate
+
+    return evaluate.run(args)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Build a dataset into the data dir and print its splits."""
+    from pipelines import data
+
+    b = data.builder(args.dataset, args.data_dir)
+    print(f"{args.dataset}: {b.info.full_name} in {b.data_dir}")
+    for name, split in b.info.splits.items():
+        print(f"  {name}: {split.num_examples} examples")
+    return 0
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """Run TensorBoard on the runs directory (foreground)."""
+    from pipelines import paths
+
+    logdir = str(paths.runs_dir(args.runs_dir))
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(args.port),
+           "--host", args.host]
+    print("running: tensorboard --logdir " + logdir, file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def cmd_export_config(args: argparse.Namespace) -> int:
+    """Write a ModelServerConfig naming every model under the models dir."""
+    from pipelines import paths
+    from serving import config
+
+    models = paths.models_dir(args.models_dir).resolve()
+    path = config.write_models_config(models, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Write models.config, then exec the real tensorflow_model_server if on PATH, else tfzoo-model-server."""
+    from pipelines import paths
+    from serving import config, launch
+
+    models = paths.models_dir(args.models_dir).resolve()
+    path = config.write_models_config(models)
+    server = None if args.embedded else launch.find_tensorflow_model_server()
+    argv = [server or sys.executable, *([] if server else ["-m", "serving.server"]),
+            f"--port={args.port}", f"--rest_api_port={args.rest_api_port}", f"--model_config_file={path}"]
+    which = f"TensorFlow Serving ({server})" if server else "tfzoo-model-server (embedded; tensorflow_model_server not on PATH)"
+    print(f"serving {models} with {which}: gRPC :{args.port}, REST :{args.rest_api_port}", file=sys.stderr)
+    os.execv(argv[0], argv)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Send encoded images to a served model and print its top classes."""
+    import numpy as np
+
+    from serving import client
+
+    images = np.array([open(f, "rb").read() for f in args.images], dtype=object)
+    if args.protocol == "rest":
+        c = client.RestClient(args.host, args.port or 8501)
+    else:
+        c = client.GrpcClient(args.host, args.port or 8500)
+    outputs = c.predict(args.model, {"image_bytes": images}, signature_name=args.signature)
+    for i, path in enumerate(args.images):
+        row = {k: v[i].tolist() for k, v in outputs.items()}
+        print(path, json.dumps(row, default=lambda b: b.decode() if isinstance(b, bytes) else str(b)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tfzoo` argument parser with one sub-command per verb."""
+    from pipelines import train
+
+    parser = argparse.ArgumentParser(prog="tfzoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("list", help="list zoo models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'res*'")
+    p.set_defaults(func=cmd_list)
+
+    p = verbs.add_parser("info", help="show a model's spec")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_info)
+
+    p = verbs.add_parser("train", help="train, evaluate and export a zoo model",
+                         description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("evaluate", help="evaluate an exported version on a dataset split")
+    p.add_argument("model")
+    p.add_argument("--version", type=int, help="exported version (default: the newest)")
+    p.add_argument("--dataset", help="dataset (default: the one in the model card)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--models-dir")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser("data", help="prepare a dataset into the data dir")
+    p.add_argument("action", choices=["prepare"])
+    p.add_argument("dataset")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_data)
+
+    p = verbs.add_parser("tensorboard", help="start TensorBoard on the runs directory")
+    p.add_argument("--runs-dir")
+    p.add_argument("--port", type=int, default=6006)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_tensorboard)
+
+    add_serving_verbs(verbs)
+    return parser
+
+
+def add_serving_verbs(verbs) -> None:
+    """serve, predict, export-config: the verbs that use `serving` (never the other way round)."""
+    p = verbs.add_parser("serve", help="serve every model in the models dir (real TF Serving if installed)")
+    p.add_argument("--models-dir", help="models root (default $TFZOO_MODELS_DIR or ./models)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    p.add_argument("--rest-api-port", type=int, default=8501, help="REST port (default 8501)")
+    p.add_argument("--embedded", action="store_true", help="use tfzoo-model-server even if tensorflow_model_server is on PATH")
+    p.set_defaults(func=cmd_serve)
+
+    p = verbs.add_parser("export-config", help="write <models-dir>/models.config for every model, start nothing")
+    p.add_argument("--models-dir", help="models root (default $TFZOO_MODELS_DIR or ./models)")
+    p.add_argument("--output", help="config path (default <models-dir>/models.config)")
+    p.set_defaults(func=cmd_export_config)
+
+    p = verbs.add_parser("predict", help="send images to a running server and print the top classes")
+    p.add_argument("model", help="served model name")
+    p.add_argument("images", nargs="+", help="PNG/JPEG files")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="server port (default 8501 for REST, 8500 for gRPC)")
+    p.add_argument("--protocol", choices=["rest", "grpc"], default="rest")
+    p.add_argument("--signature", default="encoded_image")
+    p.set_defaults(func=cmd_predict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tfzoo` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    from pipelines.data import MissingDataError
+
+    try:
+        return args.func(args)
+    except (MissingDataError, KeyError, ValueError, NotImplementedError, FileNotFoundError) as e:
+        print(f"tfzoo {args.verb}: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""SavedModel writer: signatures from the task, model card and warmup requests, atomic versioning.
+
+Layout (TF Serving's): models/<name>/<version>/{saved_model.pb, variables/, assets.extra/}.
+A version is written into a hidden temporary directory beside the versions and renamed into place,
+so a server polling models/<name>/ never sees a half-written version.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+MODEL_CARD = "model_card.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Integer versions present under a model's base path, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def write_warmup(path: Path, model_name: str, requests: list[tuple[str, dict[str, np.ndarray]]]) -> None:
+    """Write PredictionLog records (TF Serving's warmup format) for `requests`."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature_name, inputs in requests:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+            )
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def export(
+    model: keras.Model,
+    signatures: dict,
+    model_dir: str | os.PathLike,
+    *,
+    model_card: dict,
+    warmup_requests: list[tuple[str, dict[str, np.ndarray]]] = (),
+) -> Path:
+    """Export `model` with `signatures` as the next integer version under `model_dir`; return its path."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    staging.chmod(0o755)  # mkdtemp makes it private; a served version must be readable by the server
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        # serving_default first: the first endpoint becomes the default signature.
+        for name in sorted(signatures, key=lambda n: n != "serving_default"):
+            archive.add_endpoint(name, signatures[name])
+        archive.write_out(str(staging), verbose=False)
+        extra = staging / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        if warmup_requests:
+            write_warmup(extra / WARMUP_FILE, model_card.get("name", model_dir.name), list(warmup_requests))
+        while True:
+            version = (versions(model_dir) or [0])[-1] + 1
+            card = {**model_card, "version": version, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            (extra / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str))
+            target = model_dir / str(version)
+            try:
+                os.rename(staging, target)  # atomic on one file system; fails if target exists
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_model_card(version_dir: str | os.PathLike) -> dict:
+    """The model card of an exported version."""
+    return json.loads((Path(version_dir) / "assets.extra" / MODEL_CARD).read_text())

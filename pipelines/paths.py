@@ -1,0 +1,20 @@
+"""Where tfzoo keeps datasets, runs and models: the path conventions, defined once."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """TFDS data dir: `override`, else $TFZOO_DATA_DIR, else TFDS's default ~/tensorflow_datasets."""
+    return Path(override or os.environ.get("TFZOO_DATA_DIR") or Path.home() / "tensorflow_datasets")
+
+
+def runs_dir(override: str | os.PathLike | None = None) -> Path:
+    """Root of training runs (TensorBoard logdir): `override`, else $TFZOO_RUNS_DIR, else ./runs."""
+    return Path(override or os.environ.get("TFZOO_RUNS_DIR") or "runs")
+
+
+def models_dir(override: str | os.PathLike | None = None) -> Path:
+    """Root of exported models (TF Serving layout): `override`, else $TFZOO_MODELS_DIR, else ./models."""
+    return Path(override or os.environ.get("TFZOO_MODELS_DIR") or "models")

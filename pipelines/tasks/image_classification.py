@@ -1,0 +1,155 @@
+"""Image classification: sparse cross-entropy, accuracy, image summaries, and two serving signatures.
+
+Signatures (see `signatures`):
+  serving_default   image float32 [N, H, W, C] in [0, 1]  ->  probabilities float32 [N, classes]
+  encoded_image     image_bytes string [N] (PNG/JPEG/GIF/BMP, any size; converted to C channels and
+                    resized to H x W inside the graph)  ->  top_k_labels, top_k_scores, top_k_ids
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import ModelSpec
+
+TOP_K = 3
+SAMPLE_IMAGES = 16
+
+
+def image_shape(spec: ModelSpec, hparams: dict) -> tuple[int, int, int]:
+    """(height, width, channels) the model takes."""
+    return hparams["image_size"], hparams["image_size"], hparams["channels"]
+
+
+def preprocess(spec: ModelSpec, training: bool):
+    """Batch mapper: uint8 images -> float32 in [0, 1]; light flip/shift augmentation if the recipe asks."""
+    augment = training and spec.train.get("augment")
+    shift = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant") if augment else None
+
+    def fn(images, labels):
+        images = tf.cast(images, tf.float32) / 255.0
+        if augment:
+            images = tf.image.random_flip_left_right(images)
+            images = shift(images, training=True)
+        return images, labels
+
+    return fn
+
+
+def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
+    """AdamW with linear warmup then cosine decay over the run; sparse CE (+ label smoothing)."""
+    total = max(1, recipe["epochs"] * steps_per_epoch)
+    warmup = int(recipe["warmup_epochs"] * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else recipe["learning_rate"],
+        decay_steps=max(1, total - warmup),
+        warmup_target=recipe["learning_rate"] if warmup else None,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"])
+    smoothing = recipe["label_smoothing"]
+    if smoothing:
+        num_classes = model.output_shape[-1]
+
+        def loss(y_true, y_pred):
+            y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
+            return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=bool(recipe["jit_compile"]),
+    )
+
+
+class SampleImages(keras.callbacks.Callback):
+    """Logs a grid of validation images with their true and predicted labels, once per epoch."""
+
+    def __init__(self, log_dir: str, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...]):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.images, self.labels, self.names = images, labels, names
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = np.argmax(self.model.predict(self.images, verbose=0), axis=-1)
+        with self.writer.as_default():
+            tf.summary.image(
+                "samples", self.images, step=epoch, max_outputs=len(self.images),
+                description=" | ".join(
+                    f"{i}: true {self.names[t]}, predicted {self.names[p]}"
+                    for i, (t, p) in enumerate(zip(self.labels, predicted))
+                ),
+            )
+            tf.summary.image("sample_grid", grid(self.images), step=epoch)
+        self.writer.flush()
+
+
+def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Tile [N, H, W, C] images into one [1, rows*H, columns*W, C] image."""
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    canvas = np.zeros((rows * h, columns * w, c), dtype=images.dtype)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        canvas[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
+    return canvas[None]
+
+
+def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
+    """TensorBoard extras: a sample grid with true and predicted labels."""
+    images, labels = sample_batch
+    return [
+        SampleImages(
+            f"{run_dir}/validation",
+            np.asarray(images[:SAMPLE_IMAGES]),
+            np.asarray(labels[:SAMPLE_IMAGES]),
+            spec.labels,
+        )
+    ]
+
+
+def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
+    """`serving_default` (float images -> probabilities) and `encoded_image` (bytes -> top-k labels)."""
+    height, width, channels = image_shape(spec, hparams)
+    labels = tf.constant(list(spec.labels) or [str(i) for i in range(model.output_shape[-1])])
+    k = min(TOP_K, int(labels.shape[0]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="image")])
+    def serving_default(image):
+        return {"probabilities": model(image, training=False)}
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.cast(image, tf.float32) / 255.0
+        return tf.image.resize(image, [height, width])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def encoded_image(image_bytes):
+        images = tf.map_fn(
+            decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
+        )
+        scores, ids = tf.math.top_k(model(images, training=False), k=k)
+        return {"top_k_labels": tf.gather(labels, ids), "top_k_scores": scores, "top_k_ids": ids}
+
+    return {"serving_default": serving_default, "encoded_image": encoded_image}
+
+
+def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Real examples for both signatures, replayed by the server before a version goes AVAILABLE."""
+    images = np.asarray(sample_batch[0][:4], dtype=np.float32)
+    encoded = np.array([tf.io.encode_png(tf.cast(im * 255.0, tf.uint8)).numpy() for im in images], dtype=object)
+    return [("serving_default", {"image": images}), ("encoded_image", {"image_bytes": encoded})]
+
+
+def evaluate_export(loaded, ds) -> dict:
+    """Accuracy of an exported classifier's `serving_default` on raw (uint8 image, label) batches."""
+    fn = loaded.signatures["serving_default"]
+    correct = total = 0
+    for images, labels in ds:
+        probabilities = fn(image=tf.cast(images, tf.float32) / 255.0)["probabilities"]
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, -1) == labels, tf.int32)))
+        total += int(tf.shape(labels)[0])
+    return {"accuracy": correct / max(total, 1), "examples": total}
