@@ -115,7 +115,8 @@ def train(
                                                        restore_best_weights=True))
 
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=recipe["epochs"],
+    # shuffle=False: the tf.data pipeline already reshuffles each epoch; Keras cannot shuffle a Dataset.
+    history = model.fit(train_ds, validation_data=val_ds, epochs=recipe["epochs"], shuffle=False,
                         callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
     test = model.evaluate(test_ds, return_dict=True, verbose=0)
