@@ -67,6 +67,7 @@ def train(
     data_dir: str | os.PathLike | None = None,
     strategy: str = "default",
     export: bool = True,
+    extra_callbacks: tuple = (),
     seed: int = 0,
     verbose: int | str = "auto",
 ) -> RunResult:
@@ -109,6 +110,7 @@ def train(
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "epoch-{epoch:03d}.weights.h5"),
                                         save_weights_only=True),
         *task.callbacks(spec, str(run_dir), sample_batch),
+        *extra_callbacks,
     ]
     if recipe.get("early_stopping_patience"):
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe["early_stopping_patience"],
@@ -121,11 +123,12 @@ def train(
     train_seconds = time.perf_counter() - start
     test = model.evaluate(test_ds, return_dict=True, verbose=0)
 
-    epochs_run = len(history.history.get("loss", []))
+    epochs_run = len(history.history.get("loss", []))  # fewer than recipe["epochs"] after a resume
     metrics = {
         **{f"test_{k}": float(v) for k, v in test.items()},
         **{k: float(v[-1]) for k, v in history.history.items() if v},
-        "epochs": epochs_run,
+        "epochs": recipe["epochs"],
+        "epochs_this_session": epochs_run,
         "train_seconds": round(train_seconds, 2),
         "train_examples_per_second": round(epochs_run * steps_per_epoch * batch_size / max(train_seconds, 1e-9), 1),
         "test_split": TEST_SPLIT,

@@ -87,3 +87,28 @@ def test_set_overrides_split_into_model_hyperparameters_and_recipe():
     assert model == {"dropout": "0.5"} and recipe == {"epochs": 3, "augment": True}
     with pytest.raises(ValueError, match="no hyperparameter or recipe entry 'depth'"):
         train.parse_sets(zoo.get("cnn"), ["depth=56"])
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAtEpoch(__import__("keras").callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupt(f"interrupted at epoch {epoch}")
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, data_dir):
+    common = dict(dataset="synthetic_fashion_mnist", recipe_overrides={"epochs": 3, "batch_size": 128},
+                  run_id="resume-me", runs_dir=tmp_path, data_dir=data_dir, export=False, verbose=0)
+    with pytest.raises(Interrupt):
+        train.train("cnn", extra_callbacks=(InterruptAtEpoch(2),), **common)
+    assert (tmp_path / "cnn" / "resume-me" / "backup").is_dir()
+    result = train.train("cnn", **common)
+    assert result.metrics["epochs"] == 3 and result.metrics["epochs_this_session"] == 1
+    assert not (tmp_path / "cnn" / "resume-me" / "backup").exists()  # removed once the run completes

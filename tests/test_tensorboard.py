@@ -1,0 +1,65 @@
+"""TensorBoard: the real `tensorboard` server reads a finished run's scalars, images and hparams."""
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from serving.launch import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tensorboard(trained_cnn):
+    port = free_port()
+    logdir = trained_cnn.run_dir.parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
+         "--host", "127.0.0.1", "--load_fast", "false", "--reload_interval", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            if requests.get(f"{url}/data/runs", timeout=2).json():
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    yield url, trained_cnn.run_dir.name
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def scalars(url: str, run: str, tag: str) -> list[float]:
+    response = requests.get(f"{url}/data/plugin/scalars/scalars", params={"run": run, "tag": tag}, timeout=10)
+    response.raise_for_status()
+    return [value for _, _, value in response.json()]
+
+
+def test_tensorboard_serves_train_and_validation_loss_accuracy_and_learning_rate(tensorboard, trained_cnn):
+    url, run_id = tensorboard
+    deadline = time.monotonic() + 60
+    while f"cnn/{run_id}/validation" not in requests.get(f"{url}/data/runs", timeout=5).json():
+        assert time.monotonic() < deadline, "TensorBoard never listed the validation run"
+        time.sleep(1)
+    train_loss = scalars(url, f"cnn/{run_id}/train", "epoch_loss")
+    val_accuracy = scalars(url, f"cnn/{run_id}/validation", "epoch_accuracy")
+    assert len(train_loss) == 2 and len(val_accuracy) == 2
+    assert val_accuracy[-1] == pytest.approx(trained_cnn.metrics["val_accuracy"], rel=1e-5)
+    learning_rate = scalars(url, f"cnn/{run_id}/train", "epoch_learning_rate")
+    assert learning_rate[1] < learning_rate[0]  # cosine decay
+
+
+def test_tensorboard_shows_sample_images_and_hparams(tensorboard):
+    url, run_id = tensorboard
+    tags = requests.get(f"{url}/data/plugin/images/tags", timeout=10).json()
+    assert "samples" in tags[f"cnn/{run_id}/validation"]
+    response = requests.post(f"{url}/data/plugin/hparams/experiment",
+                             json={"experimentName": ""}, headers={"X-XSRF-Protected": "1"}, timeout=10)
+    names = {h["name"] for h in response.json()["hparamInfos"]}
+    assert {"model.dropout", "train.learning_rate", "train.epochs"} <= names
