@@ -97,7 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = None if args.embedded else launch.find_tensorflow_model_server()
     argv = [server or sys.executable, *([] if server else ["-m", "serving.server"]),
             f"--port={args.port}", f"--rest_api_port={args.rest_api_port}", f"--model_config_file={path}"]
-    which = f"TensorFlow Serving ({server})" if server else "tfzoo-model-server (embedded; tensorflow_model_server not on PATH)"
+    which = (f"TensorFlow Serving ({server})" if server
+             else "tfzoo-model-server (embedded; tensorflow_model_server is not on PATH)")
     print(f"serving {models} with {which}: gRPC :{args.port}, REST :{args.rest_api_port}", file=sys.stderr)
     os.execv(argv[0], argv)
 
@@ -173,7 +174,8 @@ def add_serving_verbs(verbs) -> None:
     p.add_argument("--models-dir", help="models root (default $TFZOO_MODELS_DIR or ./models)")
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     p.add_argument("--rest-api-port", type=int, default=8501, help="REST port (default 8501)")
-    p.add_argument("--embedded", action="store_true", help="use tfzoo-model-server even if tensorflow_model_server is on PATH")
+    p.add_argument("--embedded", action="store_true",
+                   help="use tfzoo-model-server even if tensorflow_model_server is on PATH")
     p.set_defaults(func=cmd_serve)
 
     p = verbs.add_parser("export-config", help="write <models-dir>/models.config for every model, start nothing")

@@ -22,7 +22,7 @@ from zoo.labels import FASHION_MNIST_LABELS
 def test_images(dataset: str, count: int, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` test images (uint8 [N, 28, 28, 1]) and labels."""
     ds = data.builder(dataset, data_dir).as_dataset(split=f"test[:{count}]", as_supervised=True)
-    images, labels = zip(*((x.numpy(), int(y)) for x, y in ds))
+    images, labels = zip(*((x.numpy(), int(y)) for x, y in ds), strict=False)
     return np.stack(images), np.array(labels)
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("== 3/3 predictions (REST: PNG bytes -> encoded_image; gRPC: float tensor -> serving_default)")
         print(f"   {'#':>3}  {'true':12s} {'REST':12s} {'gRPC':12s}")
-        for i, (t, r, g) in enumerate(zip(labels, by_rest, by_grpc)):
+        for i, (t, r, g) in enumerate(zip(labels, by_rest, by_grpc, strict=False)):
             mark = "" if r == t else "  x"
             print(f"   {i:3d}  {FASHION_MNIST_LABELS[t]:12s} {FASHION_MNIST_LABELS[r]:12s} "
                   f"{FASHION_MNIST_LABELS[g]:12s}{mark}")

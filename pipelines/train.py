@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 

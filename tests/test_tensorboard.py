@@ -5,7 +5,6 @@ import time
 
 import pytest
 import requests
-
 from serving.launch import free_port
 
 pytestmark = pytest.mark.integration

@@ -80,7 +80,7 @@ class SampleImages(keras.callbacks.Callback):
                 "samples", self.images, step=epoch, max_outputs=len(self.images),
                 description=" | ".join(
                     f"{i}: true {self.names[t]}, predicted {self.names[p]}"
-                    for i, (t, p) in enumerate(zip(self.labels, predicted))
+                    for i, (t, p) in enumerate(zip(self.labels, predicted, strict=False))
                 ),
             )
             tf.summary.image("sample_grid", grid(self.images), step=epoch)
