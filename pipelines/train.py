@@ -90,11 +90,13 @@ def train(
     batch_size = recipe["batch_size"]
     load = dict(batch_size=batch_size, data_dir=data_dir)
     train_ds = data.load(dataset, TRAIN_SPLIT, shuffle=True, seed=seed,
-                         preprocess=task.preprocess(spec, training=True), **load)
-    val_ds = data.load(dataset, VALIDATION_SPLIT, preprocess=task.preprocess(spec, training=False), **load)
-    test_ds = data.load(dataset, TEST_SPLIT, preprocess=task.preprocess(spec, training=False), **load)
+                         preprocess=task.preprocess(spec, recipe, training=True), **load)
+    val_ds = data.load(dataset, VALIDATION_SPLIT, preprocess=task.preprocess(spec, recipe, training=False), **load)
+    test_ds = data.load(dataset, TEST_SPLIT, preprocess=task.preprocess(spec, recipe, training=False), **load)
     steps_per_epoch = int(train_ds.cardinality())
-    sample_batch = next(iter(val_ds))
+    # From its own uncached pipeline: abandoning an iterator of a cached dataset half-way truncates the cache.
+    sample_batch = next(iter(data.load(dataset, VALIDATION_SPLIT, preprocess=task.preprocess(spec, recipe, training=False),
+                                       cache=False, **load)))
 
     with dist.scope():
         model = zoo.build(model_name, **hparams)

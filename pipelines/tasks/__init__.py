@@ -1,7 +1,7 @@
 """Tasks: what a kind of problem adds around a model (loss, metrics, TensorBoard extras, signatures).
 
 Each task module provides:
-  preprocess(spec, training) -> fn(x, y) -> (x, y)   on batches from `pipelines.data.load`
+  preprocess(spec, recipe, training) -> fn(x, y) -> (x, y)   on batches from `pipelines.data.load`
   compile(model, spec, recipe, steps_per_epoch)       loss, metrics, optimizer with its schedule
   callbacks(spec, run_dir, sample_batch) -> [Callback]   TensorBoard extras
   signatures(model, spec) -> {name: tf.function}      the SavedModel's serving signatures

@@ -22,9 +22,9 @@ def image_shape(spec: ModelSpec, hparams: dict) -> tuple[int, int, int]:
     return hparams["image_size"], hparams["image_size"], hparams["channels"]
 
 
-def preprocess(spec: ModelSpec, training: bool):
+def preprocess(spec: ModelSpec, recipe: dict, training: bool):
     """Batch mapper: uint8 images -> float32 in [0, 1]; light flip/shift augmentation if the recipe asks."""
-    augment = training and spec.train.get("augment")
+    augment = training and recipe.get("augment")
     shift = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant") if augment else None
 
     def fn(images, labels):
