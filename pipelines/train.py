@@ -89,14 +89,14 @@ def train(
     dist = make_strategy(strategy)
     batch_size = recipe["batch_size"]
     load = dict(batch_size=batch_size, data_dir=data_dir)
+    eval_preprocess = task.preprocess(spec, recipe, training=False)
     train_ds = data.load(dataset, TRAIN_SPLIT, shuffle=True, seed=seed,
                          preprocess=task.preprocess(spec, recipe, training=True), **load)
-    val_ds = data.load(dataset, VALIDATION_SPLIT, preprocess=task.preprocess(spec, recipe, training=False), **load)
-    test_ds = data.load(dataset, TEST_SPLIT, preprocess=task.preprocess(spec, recipe, training=False), **load)
+    val_ds = data.load(dataset, VALIDATION_SPLIT, preprocess=eval_preprocess, **load)
+    test_ds = data.load(dataset, TEST_SPLIT, preprocess=eval_preprocess, **load)
     steps_per_epoch = int(train_ds.cardinality())
     # From its own uncached pipeline: abandoning an iterator of a cached dataset half-way truncates the cache.
-    sample_batch = next(iter(data.load(dataset, VALIDATION_SPLIT, preprocess=task.preprocess(spec, recipe, training=False),
-                                       cache=False, **load)))
+    sample_batch = next(iter(data.load(dataset, VALIDATION_SPLIT, preprocess=eval_preprocess, cache=False, **load)))
 
     with dist.scope():
         model = zoo.build(model_name, **hparams)
