@@ -19,6 +19,10 @@ setup(
         "numpy>=1.26,<3",
         "pillow>=10,<14",
         "tqdm>=4.66,<5",
+        "orjson>=3.10,<4",
+        "uvicorn>=0.30,<1",
+        "httptools>=0.6,<1",
+        "uvloop>=0.19,<1",
         "importlib_resources>=6,<8",  # tensorflow-datasets imports it without declaring it
     ],
     extras_require={

@@ -1,0 +1,114 @@
+"""tensorflow_model_server's command line: the same flag names, meanings and defaults.
+
+Flags take `--flag=value` or `--flag value`; booleans also take a bare `--flag`. An unknown flag
+is an error, as in TF Serving.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+CPUS = os.cpu_count() or 1
+
+
+def parse_bool(text: str) -> bool:
+    """TF Serving's boolean flag values."""
+    value = text.lower()
+    if value in ("true", "1", "yes", "t", "y"):
+        return True
+    if value in ("false", "0", "no", "f", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flag parser (help texts follow tensorflow_model_server's)."""
+    p = argparse.ArgumentParser(
+        prog="tfzoo-model-server",
+        description="tfzoo-model-server: a drop-in for TensorFlow Serving's tensorflow_model_server "
+                    "(same flags, config files, REST and gRPC APIs).",
+        allow_abbrev=False,
+    )
+
+    def flag(name: str, kind, default, help: str) -> None:
+        if kind is bool:
+            p.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=default, help=help,
+                           metavar="true|false")
+        else:
+            p.add_argument(f"--{name}", type=kind, default=default, help=help)
+
+    flag("port", int, 8500, "TCP port to listen on for gRPC/HTTP API. Disabled if port set to zero.")
+    flag("grpc_socket_path", str, "", "If non-empty, listen to a UNIX socket for gRPC API on the given path.")
+    flag("rest_api_port", int, 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not "
+                                  "be exported. This port must be different than the one specified in --port.")
+    flag("rest_api_num_threads", int, 4 * CPUS, "Number of threads for HTTP/REST API processing.")
+    flag("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls.")
+    flag("rest_api_enable_cors_support", bool, False, "Enable CORS headers in response")
+    flag("enable_batching", bool, False, "enable batching")
+    flag("allow_version_labels_for_unavailable_models", bool, False,
+         "If true, allows assigning unused version labels to models that are not available yet.")
+    flag("batching_parameters_file", str, "", "If non-empty, read an ascii BatchingParameters protobuf from "
+                                              "the supplied file name and use the contained values instead "
+                                              "of the defaults.")
+    flag("model_config_file", str, "", "If non-empty, read an ascii ModelServerConfig protobuf from the supplied "
+                                       "file name, and serve the models in that file. If set, --model_name and "
+                                       "--model_base_path are ignored.")
+    flag("model_config_file_poll_wait_seconds", int, 0,
+         "Interval in seconds between each poll of the file in model_config_file. If unset or 0, the file will "
+         "not be polled.")
+    flag("model_name", str, "default", "name of model (ignored if --model_config_file flag is set)")
+    flag("model_base_path", str, "", "path to export (ignored if --model_config_file flag is set, otherwise "
+                                     "required)")
+    flag("max_num_load_retries", int, 5, "maximum number of times it retries loading a model after the first "
+                                         "failure, before giving up.")
+    flag("load_retry_interval_micros", int, 60 * 1000 * 1000,
+         "The interval, in microseconds, between each servable load retry.")
+    flag("file_system_poll_wait_seconds", int, 1,
+         "Interval in seconds between each poll of the filesystem for new model version. If set to zero poll "
+         "will be exactly done once and not periodically.")
+    flag("flush_filesystem_caches", bool, True, "accepted for compatibility; there are no caches to flush here")
+    flag("tensorflow_session_parallelism", int, 0, "Number of threads to use for running a Tensorflow session.")
+    flag("tensorflow_intra_op_parallelism", int, 0, "Number of threads to use to parallelize the execution of "
+                                                     "an individual op. Auto-configured by default.")
+    flag("tensorflow_inter_op_parallelism", int, 0, "Controls the number of operators that can be executed "
+                                                     "simultaneously. Auto-configured by default.")
+    flag("ssl_config_file", str, "", "If non-empty, read an ascii SSLConfig protobuf from the supplied file name "
+                                     "and set up a secure gRPC channel")
+    flag("platform_config_file", str, "", "not supported by tfzoo-model-server (refused if set)")
+    flag("per_process_gpu_memory_fraction", float, 0, "not supported by tfzoo-model-server (refused if set)")
+    flag("saved_model_tags", str, "serve", "Comma-separated set of tags corresponding to the meta graph def to "
+                                           "load from SavedModel.")
+    flag("grpc_channel_arguments", str, "", "A comma separated list of arguments to be passed to the grpc "
+                                            "server. (e.g. grpc.max_connection_age_ms=2000)")
+    flag("grpc_max_threads", int, 4 * CPUS, "Max grpc server threads to handle grpc messages.")
+    flag("enable_model_warmup", bool, True, "Enables model warmup, which triggers lazy initializations (such as "
+                                            "TF optimizations) at load time, to reduce first request latency.")
+    flag("num_request_iterations_for_warmup", int, 0, "Number of times a request is iterated during warmup "
+                                                       "replay. This value is used only if > 0.")
+    flag("monitoring_config_file", str, "", "If non-empty, read an ascii MonitoringConfig protobuf from the "
+                                            "supplied file name")
+    flag("version", bool, False, "Display version")
+    return p
+
+
+REFUSED = {
+    "platform_config_file": "",
+    "per_process_gpu_memory_fraction": 0,
+    "tensorflow_session_parallelism": 0,
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; flags tfzoo-model-server cannot honour are refused, never silently ignored."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in REFUSED.items():
+        if getattr(args, name) != default:
+            parser.error(f"--{name} is not supported by tfzoo-model-server; remove it, or use the real "
+                         "tensorflow_model_server")
+    if args.batching_parameters_file and not args.enable_batching:
+        parser.error("--batching_parameters_file is set without --enable_batching: batching parameters are "
+                     "only used with --enable_batching=true")
+    if args.rest_api_port and args.rest_api_port == args.port:
+        parser.error("--rest_api_port cannot be the same as --port")
+    return args

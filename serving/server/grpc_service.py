@@ -1,0 +1,160 @@
+"""The gRPC front-end: tensorflow.serving.PredictionService and ModelService over ServerCore.
+
+Request and response messages are `tensorflow-serving-api`'s generated protos; errors abort the
+call with the ServingError's status code and message, as TF Serving does.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+    status_pb2,
+)
+
+from serving.server import tensors
+from serving.server.core import ModelSpec, ServerCore, examples_from_input
+from serving.server.errors import ServingError, invalid
+from serving.server.servable import CLASSIFY_METHOD
+
+log = logging.getLogger("tfzoo.serving")
+
+
+def model_spec(spec: model_pb2.ModelSpec) -> ModelSpec:
+    """The internal ModelSpec of a request's model_spec (version or label, signature)."""
+    if not spec.name:
+        raise invalid("Missing ModelSpec")
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
+    return ModelSpec(spec.name, version, label or None, spec.signature_name)
+
+
+def response_spec(name: str, version: int, signature_name: str) -> model_pb2.ModelSpec:
+    """The model_spec a response carries: the version that answered."""
+    return model_pb2.ModelSpec(name=name, version=wrappers_pb2.Int64Value(value=version),
+                               signature_name=signature_name)
+
+
+def rpc(method):
+    """Turn ServingErrors (and anything unexpected) into gRPC status codes."""
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as e:
+            context.abort(e.code, e.message)
+        except Exception as e:  # a request must never take the server down
+            log.exception("gRPC %s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+    return wrapper
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict, Classify, Regress, MultiInference, GetModelMetadata."""
+
+    def __init__(self, core: ServerCore):
+        self.core = core
+
+    @rpc
+    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+        spec = model_spec(request.model_spec)
+        inputs = {alias: tensors.to_ndarray(proto) for alias, proto in request.inputs.items()}
+        version, signature, outputs = self.core.predict(spec, inputs, list(request.output_filter))
+        response = predict_pb2.PredictResponse(model_spec=response_spec(spec.name, version, signature.name))
+        for alias, array in outputs.items():
+            response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array, signature.outputs[alias].dtype))
+        return response
+
+    @rpc
+    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+        spec = model_spec(request.model_spec)
+        version, signature_name, results = self.core.classify(spec, examples_from_input(request.input))
+        response = classification_pb2.ClassificationResponse(
+            model_spec=response_spec(spec.name, version, signature_name))
+        fill_classifications(response.result, results)
+        return response
+
+    @rpc
+    def Regress(self, request, context) -> regression_pb2.RegressionResponse:
+        spec = model_spec(request.model_spec)
+        version, signature_name, results = self.core.regress(spec, examples_from_input(request.input))
+        response = regression_pb2.RegressionResponse(model_spec=response_spec(spec.name, version, signature_name))
+        response.result.regressions.extend(regression_pb2.Regression(value=v) for v in results)
+        return response
+
+    @rpc
+    def MultiInference(self, request, context) -> inference_pb2.MultiInferenceResponse:
+        if not request.tasks:
+            raise invalid("MultiInferenceRequest must specify at least one task")
+        specs = [model_spec(task.model_spec) for task in request.tasks]
+        first = specs[0]
+        for spec in specs[1:]:
+            if (spec.name, spec.version, spec.label) != (first.name, first.version, first.label):
+                raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name")
+        tasks = [(spec.signature_name, task.method_name) for spec, task in zip(specs, request.tasks, strict=True)]
+        version, results = self.core.multi_inference(first.name, first.version, first.label, tasks,
+                                                     examples_from_input(request.input))
+        response = inference_pb2.MultiInferenceResponse()
+        for signature_name, method, result in results:
+            out = response.results.add(model_spec=response_spec(first.name, version, signature_name))
+            if method == CLASSIFY_METHOD:
+                fill_classifications(out.classification_result, result)
+            else:
+                out.regression_result.regressions.extend(regression_pb2.Regression(value=v) for v in result)
+        return response
+
+    @rpc
+    def GetModelMetadata(self, request, context) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        if not request.metadata_field:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise invalid(f"Metadata field {field} is not supported")
+        spec = model_spec(request.model_spec)
+        version, signatures = self.core.metadata(spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=response_spec(spec.name, version, ""))
+        response.metadata["signature_def"].Pack(signatures)
+        return response
+
+
+def fill_classifications(result: classification_pb2.ClassificationResult, rows) -> None:
+    """Classifications per example, each a list of (label, score)."""
+    for row in rows:
+        result.classifications.add().classes.extend(
+            classification_pb2.Class(label=label, score=score) for label, score in row)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus and HandleReloadConfigRequest."""
+
+    def __init__(self, core: ServerCore):
+        self.core = core
+
+    @rpc
+    def GetModelStatus(self, request, context) -> get_model_status_pb2.GetModelStatusResponse:
+        spec = model_spec(request.model_spec)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for s in self.core.status(spec.name, spec.version, spec.label):
+            response.model_version_status.add(
+                version=s.version, state=s.state,
+                status=status_pb2.StatusProto(error_code=s.error_code.value[0], error_message=s.error_message))
+        return response
+
+    @rpc
+    def HandleReloadConfigRequest(self, request, context) -> model_management_pb2.ReloadConfigResponse:
+        log.info("Reloading config through ModelService.HandleReloadConfigRequest")
+        self.core.apply_config(request.config)
+        return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))

@@ -1,0 +1,201 @@
+"""Tensors across the wire: TensorProto <-> numpy (gRPC) and TF Serving's JSON rules <-> numpy (REST)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving.server.errors import invalid
+
+STRING = types_pb2.DT_STRING
+
+
+def np_dtype(dtype_enum: int) -> np.dtype:
+    """numpy dtype of a TF DataType enum (object for DT_STRING)."""
+    return np.dtype(object) if dtype_enum == STRING else np.dtype(tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype)
+
+
+def dtype_name(dtype_enum: int) -> str:
+    """TF Serving's name for a dtype, e.g. 'float', 'string'."""
+    return tf.dtypes.as_dtype(dtype_enum).name.replace("float32", "float").replace("float64", "double")
+
+
+# --- gRPC: TensorProto <-> numpy ----------------------------------------------------------------
+
+def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a TensorProto; fast for tensor_content and strings, tf.make_ndarray otherwise."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.dtype == STRING:
+        values = np.empty(len(proto.string_val), dtype=object)
+        values[:] = list(proto.string_val)
+        count = int(np.prod(shape)) if shape else 1
+        if values.size != count:
+            raise invalid(f"tensor with shape {shape} has {values.size} string values")
+        return values.reshape(shape)
+    if proto.tensor_content:
+        dtype = np_dtype(proto.dtype)
+        try:
+            return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        except ValueError as e:
+            raise invalid(f"tensor_content does not match shape {shape}: {e}") from None
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as e:
+        raise invalid(f"invalid TensorProto: {e}") from None
+
+
+def to_tensor_proto(array: np.ndarray, dtype_enum: int | None = None) -> tensor_pb2.TensorProto:
+    """Encode an array as a TensorProto (tensor_content for numbers, string_val for strings)."""
+    array = np.asarray(array)
+    proto = tensor_pb2.TensorProto(
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
+        )
+    )
+    if array.dtype == object or array.dtype.kind in "SU":
+        proto.dtype = STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+        return proto
+    proto.dtype = dtype_enum or tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    return proto
+
+
+# --- REST: JSON <-> numpy ----------------------------------------------------------------------
+
+def loads(body: bytes) -> Any:
+    """Parse a request body; NaN, Infinity and -Infinity are accepted as TF Serving accepts them."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise invalid(f"JSON Parse error: {e}") from None
+
+
+def is_b64(value: Any) -> bool:
+    """True for TF Serving's binary value object {"b64": "..."}."""
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _decode_b64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise invalid(f"'b64' value must be a string, got: {text!r:.60}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(f"Unable to base64 decode: {text[:60]!r}") from None
+
+
+def _strings(value: Any) -> Any:
+    """Nested JSON strings / {"b64"} objects -> nested bytes."""
+    if isinstance(value, list):
+        return [_strings(v) for v in value]
+    if isinstance(value, str):
+        return value.encode()
+    if is_b64(value):
+        return _decode_b64(value["b64"])
+    raise invalid(f"JSON Value: {_short(value)} Type: {_json_type(value)} is not of expected type: string")
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "Bool", int: "Number", float: "Number", str: "String", list: "Array", dict: "Object"}.get(
+        type(value), "Null")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def from_json(value: Any, dtype_enum: int, what: str) -> np.ndarray:
+    """A JSON value (number, bool, string, b64 object, nested lists) as an array of the signature's dtype."""
+    if dtype_enum == STRING:
+        decoded = _strings(value)
+        try:
+            array = np.array(decoded, dtype=object)
+        except ValueError:
+            raise invalid(f"{what}: ragged nested lists are not a tensor") from None
+        if array.dtype != object or (array.ndim and any(isinstance(v, list) for v in array.ravel())):
+            raise invalid(f"{what}: ragged nested lists are not a tensor")
+        return array
+    dtype = np_dtype(dtype_enum)
+    try:
+        if dtype.kind == "f":
+            return np.asarray(value, dtype=dtype)
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        raise _bad_numeric(value, dtype_enum, what) from None
+    if raw.dtype.kind not in "biuf" or (dtype.kind == "b" and raw.dtype.kind != "b"):
+        raise _bad_numeric(value, dtype_enum, what)
+    if dtype.kind in "iu" and raw.dtype.kind == "f" and not np.all(np.mod(raw, 1) == 0):
+        raise invalid(f"{what}: JSON Value: {_short(value)} is not of expected type: {dtype_name(dtype_enum)}")
+    return raw.astype(dtype, copy=False)
+
+
+def _bad_numeric(value: Any, dtype_enum: int, what: str):
+    if isinstance(value, list) and _is_ragged(value):
+        return invalid(f"{what}: ragged nested lists are not a tensor: {_short(value)}")
+    return invalid(f"{what}: JSON Value: {_short(value)} is not of expected type: {dtype_name(dtype_enum)}")
+
+
+def _is_ragged(value: Any) -> bool:
+    """True when nested lists have different lengths at the same depth."""
+    def shape(v: Any) -> tuple:
+        if not isinstance(v, list):
+            return ()
+        inner = {shape(x) for x in v}
+        if len(inner) > 1:
+            raise ValueError
+        return (len(v), *(inner.pop() if inner else ()))
+
+    try:
+        shape(value)
+        return False
+    except ValueError:
+        return True
+
+
+def to_json_value(array: np.ndarray, alias: str) -> Any:
+    """An output array as JSON-ready lists; strings as text, or {"b64"} when the alias ends in `_bytes`."""
+    if array.dtype == object or array.dtype.kind in "SU":
+        if alias.endswith("_bytes"):
+            convert = lambda b: {"b64": base64.b64encode(b).decode()}  # noqa: E731
+        else:
+            convert = lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)  # noqa: E731
+        return np.vectorize(convert, otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array
+
+
+def dumps(payload: dict) -> bytes:
+    """Serialize a response; non-finite floats are written as NaN/Infinity like TF Serving does."""
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(payload, default=_default).encode()
+
+
+def dumps_checked(payload: dict, arrays: list[np.ndarray]) -> bytes:
+    """`dumps`, but through the stdlib encoder when an array holds NaN or infinities (orjson writes null)."""
+    for array in arrays:
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            return json.dumps(payload, default=_default).encode()
+    return dumps(payload)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
