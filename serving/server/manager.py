@@ -138,7 +138,8 @@ class Manager:
             for v in aspired:
                 if v not in versions or versions[v].state not in (State.AVAILABLE, State.END):
                     return False
-            return all(s.state == State.END for v, s in versions.items() if v not in aspired)
+            return not self._to_retire(aspired, versions) and all(
+                s.state != State.UNLOADING for s in versions.values())
 
     def wait_until_settled(self, names: list[str], timeout: float) -> bool:
         """Block until every model in `names` is settled, or `timeout` seconds; return whether it is."""
@@ -175,15 +176,22 @@ class Manager:
                     return
                 self._load_version(name, versions[v])
             with self._lock:
-                pending = any(versions[v].state in (State.START, State.LOADING) for v in aspired if v in versions)
-                any_available = any(versions[v].state == State.AVAILABLE for v in aspired if v in versions)
-                retire = [s for v, s in versions.items() if v not in aspired and s.state == State.AVAILABLE
-                          and (any_available or not pending)]
+                retire = self._to_retire(aspired, versions)
                 for s in retire:
                     s.state = State.UNLOADING
                     self._changed.notify_all()
             for s in retire:
                 self._unload_version(name, s)
+
+    @staticmethod
+    def _to_retire(aspired: dict[int, str], versions: dict[int, VersionState]) -> list[VersionState]:
+        """TF Serving's availability-preserving policy: retire serving versions that are no longer aspired
+        once an aspired version is AVAILABLE (or nothing is aspired); until then keep the newest one."""
+        serving = sorted((v for v, s in versions.items() if v not in aspired and s.state == State.AVAILABLE))
+        aspired_available = any(versions[v].state == State.AVAILABLE for v in aspired if v in versions)
+        if not aspired or aspired_available:
+            return [versions[v] for v in serving]
+        return [versions[v] for v in serving[:-1]]
 
     def _load_version(self, name: str, state: VersionState) -> None:
         self._set(state, State.LOADING)
