@@ -104,7 +104,7 @@ class ServerCore:
         labels = dict(model.version_labels)
         if not self.options.allow_version_labels_for_unavailable_models:
             available = set(self.manager.available_versions(model.name))
-            for label, version in labels.items():
+            for version in labels.values():
                 if version not in available:
                     raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                        f"Request to assign label to version {version} of model {model.name}, "

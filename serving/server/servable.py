@@ -122,7 +122,7 @@ class Servable:
             raise from_tf_error(e) from None
         except (TypeError, ValueError) as e:
             raise invalid(str(e)) from None
-        return dict(zip(aliases_out, values))
+        return dict(zip(aliases_out, values, strict=True))
 
     def _callable(self, signature: Signature, aliases_in: tuple, aliases_out: tuple):
         key = (signature.name, aliases_in, aliases_out)
