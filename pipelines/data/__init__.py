@@ -1,0 +1,63 @@
+"""Datasets as TFDS builders, and their batched, prefetched `tf.data` pipelines.
+
+A tfzoo dataset name `x` means tfzoo's offline builder `tfzoo_x` when there is one, else the TFDS
+catalog's `x` (which downloads, where the machine can). `tfds:x` always means the catalog's `x`.
+"""
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pipelines import paths
+from pipelines.data.fashion_mnist import MissingDataError, TfzooFashionMnist
+from pipelines.data.synthetic import TfzooSyntheticFashionMnist
+
+OFFLINE_BUILDERS = {
+    "fashion_mnist": TfzooFashionMnist,
+    "synthetic_fashion_mnist": TfzooSyntheticFashionMnist,
+}
+
+__all__ = ["MissingDataError", "OFFLINE_BUILDERS", "builder", "load", "list_datasets"]
+
+
+def list_datasets() -> list[str]:
+    """tfzoo's offline dataset names (any TFDS catalog name works too, with a network)."""
+    return sorted(OFFLINE_BUILDERS)
+
+
+def builder(name: str, data_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder behind tfzoo dataset `name`, prepared (built and cached) in the data dir."""
+    data_dir = str(paths.data_dir(data_dir))
+    if name.startswith("tfds:"):
+        b = tfds.builder(name[len("tfds:"):], data_dir=data_dir)
+    elif name in OFFLINE_BUILDERS:
+        b = OFFLINE_BUILDERS[name](data_dir=data_dir)
+    else:
+        b = tfds.builder(name, data_dir=data_dir)
+    b.download_and_prepare()
+    return b
+
+
+def load(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    preprocess=None,
+    shuffle: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    cache: bool = True,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batched, prefetched (x, y) pipeline of `split`, mapped through `preprocess` per batch."""
+    ds = builder(name, data_dir).as_dataset(split=split, as_supervised=True, shuffle_files=shuffle)
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if preprocess is not None:
+        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
