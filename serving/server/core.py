@@ -20,8 +20,10 @@ from tensorflow_serving.apis import input_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server import servable as servable_lib
+from serving.server.batching import BatchingOptions, BatchScheduler
 from serving.server.errors import ServingError, invalid, not_found
 from serving.server.manager import Manager, VersionState
+from serving.server.metrics import Metrics
 from serving.server.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 from serving.server.source import FileSystemSource
 
@@ -44,6 +46,8 @@ class Options:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
+    batching: BatchingOptions | None = None
+    metrics: Metrics | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,16 @@ class ServerCore:
         self.source = FileSystemSource(self.manager.set_aspired_versions, options.file_system_poll_wait_seconds)
         self.config = model_server_config_pb2.ModelServerConfig()
         self._config_lock = threading.Lock()
+        self.metrics = options.metrics
+        self.batch_scheduler = (BatchScheduler(options.batching, self.metrics.queued if self.metrics else None)
+                                if options.batching else None)
+
+    def observe(self, model: str, api: str, entrypoint: str, error: ServingError | None, seconds: float,
+                version: int | None = None, signature: str | None = None) -> None:
+        """Record one request in the metrics (when monitoring is on)."""
+        if self.metrics is not None:
+            status = "OK" if error is None else error.code.name
+            self.metrics.request(model, api, entrypoint, status, seconds, version, signature)
 
     # --- config -------------------------------------------------------------------------------------
 
@@ -129,7 +143,9 @@ class ServerCore:
 
     def _load(self, name: str, version: int, path: str) -> Servable:
         tags = [t for t in self.options.saved_model_tags.split(",") if t]
-        return servable_lib.load(name, version, path, tags=tags, session_config=self.session_config)
+        return servable_lib.load(name, version, path, tags=tags, session_config=self.session_config,
+                                 batch_scheduler=self.batch_scheduler,
+                                 on_runtime=self.metrics.runtime if self.metrics else None)
 
     def _warmup(self, servable: Servable) -> None:
         """Replay assets.extra/tf_serving_warmup_requests (at most 1000 records) before serving."""

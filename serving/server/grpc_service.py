@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import time
 
 import grpc
 from google.protobuf import wrappers_pb2
@@ -48,17 +50,35 @@ def response_spec(name: str, version: int, signature_name: str) -> model_pb2.Mod
 
 
 def rpc(method):
-    """Turn ServingErrors (and anything unexpected) into gRPC status codes."""
+    """Turn ServingErrors (and anything unexpected) into gRPC status codes; record metrics."""
+    api = re.sub(r"(?<!^)(?=[A-Z])", "_", method.__name__).lower()  # GetModelMetadata -> get_model_metadata
+
     @functools.wraps(method)
     def wrapper(self, request, context):
+        started = time.perf_counter()
+        error = response = None
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
+            return response
         except ServingError as e:
-            context.abort(e.code, e.message)
+            error = e
         except Exception as e:  # a request must never take the server down
             log.exception("gRPC %s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+            error = ServingError(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+        finally:
+            spec = getattr(response, "model_spec", None)
+            self.core.observe(_model_name(request), api, "GRPC", error, time.perf_counter() - started,
+                              spec.version.value if spec is not None and spec.HasField("version") else None,
+                              spec.signature_name if spec is not None else None)
+        context.abort(error.code, error.message)
     return wrapper
+
+
+def _model_name(request) -> str:
+    if hasattr(request, "model_spec"):
+        return request.model_spec.name
+    tasks = getattr(request, "tasks", None)
+    return tasks[0].model_spec.name if tasks else ""
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -21,9 +21,11 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving import config as config_lib  # noqa: E402
 from serving.server import flags  # noqa: E402
+from serving.server.batching import BatchingOptions  # noqa: E402
 from serving.server.core import Options, ServerCore  # noqa: E402
 from serving.server.errors import ServingError  # noqa: E402
 from serving.server.grpc_service import ModelService, PredictionService  # noqa: E402
+from serving.server.metrics import Metrics  # noqa: E402
 
 log = logging.getLogger("tfzoo.serving")
 
@@ -46,7 +48,10 @@ class ModelServer:
 
     def __init__(self, args):
         self.args = args
+        self.monitoring = self._monitoring_config()
         self.core = ServerCore(Options(
+            batching=self._batching_options(),
+            metrics=Metrics() if self.monitoring else None,
             file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
             max_num_load_retries=args.max_num_load_retries,
             load_retry_interval_micros=args.load_retry_interval_micros,
@@ -62,6 +67,29 @@ class ModelServer:
         self.rest_thread = None
         self.health = health.HealthServicer()
         self._stopped = threading.Event()
+
+    def _batching_options(self) -> BatchingOptions | None:
+        if not self.args.enable_batching:
+            return None
+        from serving.server.protos import BatchingParameters
+
+        params = (config_lib.read_text(self.args.batching_parameters_file, BatchingParameters)
+                  if self.args.batching_parameters_file else BatchingParameters())
+        return BatchingOptions.from_proto(params)
+
+    def _monitoring_config(self):
+        """The PrometheusConfig to serve, if --monitoring_config_file enables it."""
+        if not self.args.monitoring_config_file:
+            return None
+        from serving.server.protos import MonitoringConfig
+
+        monitoring = config_lib.read_text(self.args.monitoring_config_file, MonitoringConfig)
+        if not monitoring.prometheus_config.enable:
+            return None
+        if not self.args.rest_api_port:
+            raise config_lib.ConfigError("--monitoring_config_file needs --rest_api_port: Prometheus metrics are "
+                                         "served on the REST port")
+        return monitoring.prometheus_config.path or "/monitoring/prometheus/metrics"
 
     def initial_config(self):
         """The config from --model_config_file, or from --model_name/--model_base_path."""
@@ -117,7 +145,7 @@ class ModelServer:
         from serving.server.rest import RestApi
 
         app = RestApi(self.core, num_threads=self.args.rest_api_num_threads,
-                      timeout_ms=self.args.rest_api_timeout_in_ms)
+                      timeout_ms=self.args.rest_api_timeout_in_ms, metrics_path=self.monitoring)
         config = uvicorn.Config(app, host="0.0.0.0", port=self.args.rest_api_port, log_level="warning",
                                 access_log=False, lifespan="off", http="httptools", loop=_event_loop(),
                                 timeout_keep_alive=30)
@@ -197,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
                         stream=sys.stderr)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TF1 loader deprecation notices
-    server = ModelServer(args)
+    try:
+        server = ModelServer(args)
+    except (config_lib.ConfigError, ValueError) as e:
+        print(f"Failed to start server. Error: {e}", file=sys.stderr)
+        return 1
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

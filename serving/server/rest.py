@@ -16,7 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import re
-from collections.abc import Callable
+import time
 
 import numpy as np
 from google.protobuf import json_format
@@ -53,14 +53,11 @@ def version_status_json(states) -> list[dict]:
 class RestApi:
     """The ASGI application; blocking work runs on a thread pool of `--rest_api_num_threads`."""
 
-    def __init__(self, core: ServerCore, *, num_threads: int, timeout_ms: int,
-                 metrics_path: str | None = None, metrics: Callable[[], bytes] | None = None,
-                 observe: Callable[[str, str, str, float], None] | None = None):
+    def __init__(self, core: ServerCore, *, num_threads: int, timeout_ms: int, metrics_path: str | None = None):
         self.core = core
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
-        self.metrics_path, self.metrics = metrics_path, metrics
-        self.observe = observe
+        self.metrics_path = metrics_path if core.metrics is not None else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -116,7 +113,7 @@ class RestApi:
             ready = self.core.ready()
             return (200 if ready else 503), tensors.dumps({"ready": ready})
         elif method == "GET" and self.metrics_path and path == self.metrics_path:
-            return 200, self.metrics()
+            return 200, self.core.metrics.exposition()
         raise not_found(f"Malformed request: {method} {path}")
 
     # --- handlers (run on the thread pool) ----------------------------------------------------------
@@ -141,6 +138,18 @@ class RestApi:
         })
 
     def infer(self, verb: str, spec: ModelSpec, body: bytes) -> bytes:
+        started = time.perf_counter()
+        error, answered = None, {}
+        try:
+            return self._infer(verb, spec, body, answered)
+        except ServingError as e:
+            error = e
+            raise
+        finally:
+            self.core.observe(spec.name, verb, "REST", error, time.perf_counter() - started,
+                              answered.get("version"), answered.get("signature"))
+
+    def _infer(self, verb: str, spec: ModelSpec, body: bytes, answered: dict) -> bytes:
         request = tensors.loads(body)
         if not isinstance(request, dict):
             raise invalid("JSON Value: request body must be a JSON object")
@@ -149,15 +158,15 @@ class RestApi:
             raise invalid("'signature_name' must be a string")
         spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
         if verb == "predict":
-            return self.predict(spec, request)
+            return self.predict(spec, request, answered)
         examples = examples_from_json(request.get("examples"), request.get("context"))
         if verb == "classify":
-            _, _, results = self.core.classify(spec, examples)
+            answered["version"], answered["signature"], results = self.core.classify(spec, examples)
             return tensors.dumps({"results": [[[label, score] for label, score in row] for row in results]})
-        _, _, results = self.core.regress(spec, examples)
+        answered["version"], answered["signature"], results = self.core.regress(spec, examples)
         return tensors.dumps({"results": results})
 
-    def predict(self, spec: ModelSpec, request: dict) -> bytes:
+    def predict(self, spec: ModelSpec, request: dict, answered: dict) -> bytes:
         if "instances" in request and "inputs" in request:
             raise invalid("Not allowed to mix 'instances' and 'inputs' keys in the request")
         if "instances" in request:
@@ -168,7 +177,8 @@ class RestApi:
             build = lambda sig: columns_to_inputs(request["inputs"], sig)  # noqa: E731
         else:
             raise invalid("Missing 'instances' or 'inputs' key in the request")
-        _, _, outputs = self.core.predict(spec, build)
+        answered["version"], signature, outputs = self.core.predict(spec, build)
+        answered["signature"] = signature.name
         arrays = list(outputs.values())
         return tensors.dumps_checked(rows_output(outputs) if row else columns_output(outputs), arrays)
 

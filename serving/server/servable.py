@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,10 @@ class Servable:
     """One loaded version of a model; thread-safe `run`, reference-counted by the manager's handles."""
 
     def __init__(self, name: str, version: int, path: str, *, tags: list[str],
-                 session_config: config_pb2.ConfigProto | None = None):
+                 session_config: config_pb2.ConfigProto | None = None, batch_scheduler=None,
+                 on_runtime: Callable[[str, float], None] | None = None):
         self.name, self.version, self.path = name, version, str(path)
+        self.batch_scheduler, self.on_runtime = batch_scheduler, on_runtime
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph, config=session_config)
         try:
@@ -116,8 +120,21 @@ class Servable:
         aliases_in = tuple(sorted(inputs))
         aliases_out = tuple(sorted(set(output_filter))) if output_filter else tuple(sorted(signature.outputs))
         fn = self._callable(signature, aliases_in, aliases_out)
+        feeds = [inputs[a] for a in aliases_in]
+
+        def call(arrays: list[np.ndarray]) -> list[np.ndarray]:  # one Session run (one batch, if batching)
+            started = time.perf_counter()
+            values = fn(*arrays)
+            if self.on_runtime is not None:
+                self.on_runtime(self.name, time.perf_counter() - started)
+            return values
+
         try:
-            values = fn(*(inputs[a] for a in aliases_in))
+            if self.batch_scheduler is not None and feeds and all(np.ndim(f) for f in feeds):
+                key = (self.name, self.version, signature.name, aliases_in, aliases_out)
+                values = self.batch_scheduler.batcher(key, call).submit(feeds)
+            else:
+                values = call(feeds)
         except tf.errors.OpError as e:
             raise from_tf_error(e) from None
         except (TypeError, ValueError) as e:
@@ -158,15 +175,16 @@ class Servable:
         with self._lock:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
         self._callables.clear()
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.forget((self.name, self.version))
         self.session.close()
         self.graph = self.session = self.meta_graph = None
 
 
-def load(name: str, version: int, path: str, *, tags: list[str],
-         session_config: config_pb2.ConfigProto | None = None) -> Servable:
-    """Load a version, turning any failure into a ServingError with TF Serving's wording."""
+def load(name: str, version: int, path: str, **options) -> Servable:
+    """Load a version (options as for Servable), turning any failure into a ServingError."""
     try:
-        return Servable(name, version, path, tags=tags, session_config=session_config)
+        return Servable(name, version, path, **options)
     except ServingError:
         raise
     except tf.errors.OpError as e:

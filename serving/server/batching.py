@@ -1,0 +1,201 @@
+"""Server-side batching (`--enable_batching`): concurrent requests to one signature become one Session run.
+
+As TF Serving's BatchingSession with its BasicBatchScheduler: requests queue per (signature, feeds,
+fetches); a batch closes when it holds `max_batch_size` rows or `batch_timeout_micros` after its
+first request; `num_batch_threads` batches run at once; inputs are concatenated along dimension 0
+(and padded up to the next of `allowed_batch_sizes`), outputs are split back by rows. A queue
+holding `max_enqueued_batches` batches answers UNAVAILABLE instead of growing without bound.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+
+from serving.server.errors import ServingError, invalid
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+    """BatchingParameters with TF's batch scheduler defaults for unset fields."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+    @classmethod
+    def from_proto(cls, params) -> BatchingOptions:
+        """From a BatchingParameters message; validates allowed_batch_sizes as TF Serving does."""
+        get = lambda field, default: getattr(params, field).value if params.HasField(field) else default  # noqa: E731
+        options = cls(
+            max_batch_size=get("max_batch_size", cls.max_batch_size),
+            batch_timeout_micros=get("batch_timeout_micros", cls.batch_timeout_micros),
+            max_enqueued_batches=get("max_enqueued_batches", cls.max_enqueued_batches),
+            num_batch_threads=get("num_batch_threads", os.cpu_count() or 1),
+            allowed_batch_sizes=tuple(params.allowed_batch_sizes),
+            pad_variable_length_inputs=params.pad_variable_length_inputs,
+        )
+        sizes = options.allowed_batch_sizes
+        if sizes:
+            if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+                raise ValueError("allowed_batch_sizes entries must be monotonically increasing")
+            if sizes[-1] != options.max_batch_size:
+                raise ValueError("Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+                                 f"{sizes[-1]}; expected {options.max_batch_size}")
+        if options.max_batch_size <= 0 or options.num_batch_threads <= 0 or options.max_enqueued_batches <= 0:
+            raise ValueError("max_batch_size, num_batch_threads and max_enqueued_batches must be positive")
+        return options
+
+
+@dataclasses.dataclass
+class _Task:
+    inputs: list[np.ndarray]
+    rows: int
+    future: concurrent.futures.Future
+    enqueued: float
+
+
+class Batcher:
+    """One queue of tasks for one (signature, feeds, fetches), served by a shared thread pool."""
+
+    def __init__(self, run: Callable[[list[np.ndarray]], list[np.ndarray]], options: BatchingOptions,
+                 pool: concurrent.futures.ThreadPoolExecutor, on_queue_latency: Callable[[float], None] | None):
+        self.run, self.options, self.pool = run, options, pool
+        self.on_queue_latency = on_queue_latency
+        self._queue: collections.deque[_Task] = collections.deque()
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._scheduled = 0  # batches handed to the pool and not yet started
+
+    def submit(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run `inputs` as part of a batch; blocks until its rows of the outputs are ready."""
+        rows = _batch_rows(inputs)
+        if rows > self.options.max_batch_size:
+            raise invalid(f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size}")
+        task = _Task(inputs, rows, concurrent.futures.Future(), time.perf_counter())
+        with self._lock:
+            queued_batches = -(-(self._rows + rows) // self.options.max_batch_size)
+            if queued_batches > self.options.max_enqueued_batches:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                   "The batch scheduling queue to which this task was submitted is full")
+            self._queue.append(task)
+            self._rows += rows
+            if self._scheduled == 0 or self._rows >= self.options.max_batch_size:
+                self._scheduled += 1
+                self.pool.submit(self._process)
+        return task.future.result()
+
+    def _process(self) -> None:
+        timeout = self.options.batch_timeout_micros / 1e6
+        if timeout:
+            deadline = self._queue[0].enqueued + timeout if self._queue else time.perf_counter()
+            while time.perf_counter() < deadline:
+                with self._lock:
+                    if self._rows >= self.options.max_batch_size:
+                        break
+                time.sleep(min(50e-6, max(0.0, deadline - time.perf_counter())))
+        with self._lock:
+            self._scheduled -= 1
+            batch, rows = [], 0
+            while self._queue and rows + self._queue[0].rows <= self.options.max_batch_size:
+                task = self._queue.popleft()
+                batch.append(task)
+                rows += task.rows
+            self._rows -= rows
+            if self._queue and self._scheduled == 0:
+                self._scheduled += 1
+                self.pool.submit(self._process)
+        if batch:
+            self._run_batch(batch, rows)
+
+    def _run_batch(self, batch: list[_Task], rows: int) -> None:
+        started = time.perf_counter()
+        if self.on_queue_latency:
+            for task in batch:
+                self.on_queue_latency(started - task.enqueued)
+        try:
+            padded = self._padded_size(rows)
+            merged = [_concat([task.inputs[i] for task in batch], padded - rows, self.options)
+                      for i in range(len(batch[0].inputs))]
+            outputs = self.run(merged)
+            for output in outputs:
+                if np.ndim(output) == 0 or np.shape(output)[0] != padded:
+                    raise invalid("Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                                  "dimension sizes of the input tensors")
+            offset = 0
+            for task in batch:
+                task.future.set_result([o[offset:offset + task.rows] for o in outputs])
+                offset += task.rows
+        except Exception as e:  # every waiting request gets the batch's error
+            for task in batch:
+                if not task.future.done():
+                    task.future.set_exception(e)
+
+    def _padded_size(self, rows: int) -> int:
+        for size in self.options.allowed_batch_sizes:
+            if size >= rows:
+                return size
+        return rows
+
+
+def _batch_rows(inputs: list[np.ndarray]) -> int:
+    sizes = {np.shape(a)[0] if np.ndim(a) else None for a in inputs}
+    if len(sizes) != 1 or None in sizes:
+        raise invalid("Batching session Run() input tensors must have equal 0th-dimension size")
+    return sizes.pop()
+
+
+def _concat(arrays: list[np.ndarray], pad_rows: int, options: BatchingOptions) -> np.ndarray:
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        if not options.pad_variable_length_inputs:
+            raise invalid("Batching session Run() input tensors must have equal dimensions except the 0th; "
+                          "set pad_variable_length_inputs to pad them")
+        target = tuple(max(dims) for dims in zip(*shapes, strict=True))
+        arrays = [_pad_to(a, target) for a in arrays]
+    merged = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    if pad_rows:
+        merged = np.concatenate([merged, np.repeat(merged[-1:], pad_rows, axis=0)])
+    return merged
+
+
+def _pad_to(array: np.ndarray, inner: tuple[int, ...]) -> np.ndarray:
+    widths = [(0, 0)] + [(0, t - s) for s, t in zip(array.shape[1:], inner, strict=True)]
+    if array.dtype == object:
+        return np.pad(array, widths, constant_values=b"")
+    return np.pad(array, widths)  # zeros, as TF Serving pads with the first element's zero value
+
+
+class BatchScheduler:
+    """Batchers per (servable, signature, feeds, fetches), sharing `num_batch_threads` threads."""
+
+    def __init__(self, options: BatchingOptions, on_queue_latency: Callable[[float], None] | None = None):
+        self.options = options
+        self.pool = concurrent.futures.ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix="batch")
+        self.on_queue_latency = on_queue_latency
+        self._batchers: dict[tuple, Batcher] = {}
+        self._lock = threading.Lock()
+
+    def batcher(self, key: tuple, run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Batcher:
+        """The batcher for `key`, created on first use."""
+        with self._lock:
+            batcher = self._batchers.get(key)
+            if batcher is None:
+                batcher = self._batchers[key] = Batcher(run, self.options, self.pool, self.on_queue_latency)
+            return batcher
+
+    def forget(self, prefix: tuple) -> None:
+        """Drop the batchers of an unloaded servable."""
+        with self._lock:
+            for key in [k for k in self._batchers if k[:len(prefix)] == prefix]:
+                del self._batchers[key]
