@@ -79,5 +79,5 @@ class TfzooFashionMnist(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, directory: Path, images_file: str, labels_file: str):
         images = read_idx(directory / images_file)
         labels = read_idx(directory / labels_file)
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield i, {"image": image[..., None], "label": int(label)}
