@@ -1,0 +1,115 @@
+"""The server stays up and correct under abuse: generated bodies, versions rolling under load, 50 reloads."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import threading
+
+import grpc
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+from serving import config
+from serving.launch import ModelServerProcess
+from tests.saved_models import tf1_linear_model
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, trained_cnn):
+    root = tmp_path_factory.mktemp("models")
+    tf1_linear_model(root / "linear" / "1", intercept=2.0)
+    tf1_linear_model(root / "linear" / "2", intercept=3.0)
+    shutil.copytree(trained_cnn.export_dir, root / "cnn" / "1")
+    shutil.copytree(trained_cnn.export_dir, root / "cnn" / "2")
+    path = config.write_models_config(root)
+    with ModelServerProcess(embedded=True, extra_args=[f"--model_config_file={path}",
+                                                       "--file_system_poll_wait_seconds=0"]) as process:
+        process.root = root
+        yield process
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True) | st.text(max_size=8)
+    | st.fixed_dictionaries({"b64": st.text(max_size=12)}),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+keys = st.sampled_from(["instances", "inputs", "signature_name", "examples", "context", "x", "image",
+                        "image_bytes", "other"])
+bodies = (st.dictionaries(keys, json_values, max_size=4).map(json.dumps)
+          | json_values.map(json.dumps)
+          | st.binary(max_size=64))
+targets = st.sampled_from(["linear:predict", "linear:classify", "linear:regress", "cnn:predict",
+                           "linear/versions/1:predict", "linear/labels/x:predict", "nope:predict"])
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=targets, body=bodies)
+def test_generated_rest_bodies_never_get_a_5xx(server, target, body):
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/{target}", data=body, timeout=30)
+    assert response.status_code < 500, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json"
+    assert response.status_code == 200 or "error" in response.json()
+
+
+def test_server_still_answers_after_the_fuzzing(server):
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/linear:predict",
+                             json={"instances": [1.0]}, timeout=10)
+    assert response.json() == {"predictions": [3.5]}
+
+
+def reload(server, versions: dict[str, int]) -> None:
+    """Serve exactly `versions` (model -> the one version to serve) via HandleReloadConfigRequest."""
+    new = config.ModelServerConfig()
+    for name, version in versions.items():
+        model = new.model_config_list.config.add(name=name, base_path=str(server.root / name),
+                                                 model_platform="tensorflow")
+        model.model_version_policy.specific.versions.append(version)
+    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+    assert stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=new),
+                                          timeout=120).status.error_code == 0
+
+
+def test_versions_roll_under_load_with_zero_failed_requests(server):
+    stop, failures, answers = threading.Event(), [], []
+
+    def hammer():
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = session.post(f"http://127.0.0.1:{server.rest_port}/v1/models/linear:predict",
+                                        json={"instances": [1.0]}, timeout=30)
+                (answers if response.status_code == 200 else failures).append(response.text)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        workers = [pool.submit(hammer) for _ in range(4)]
+        for i in range(10):
+            reload(server, {"linear": 1 + i % 2, "cnn": 2})
+        stop.set()
+        for worker in workers:
+            worker.result()
+    assert failures == []
+    assert {'{"predictions":[2.5]}', '{"predictions":[3.5]}'} <= set(answers)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_stays_flat_across_50_version_swaps(server):
+    for i in range(10):  # warm up allocator pools and caches
+        reload(server, {"linear": 1 + i % 2, "cnn": 1 + i % 2})
+    before = rss_mb(server.process.pid)
+    for i in range(50):
+        reload(server, {"linear": 1 + i % 2, "cnn": 1 + i % 2})
+    growth = rss_mb(server.process.pid) - before
+    assert growth < 40, f"RSS grew {growth:.1f} MB over 50 swaps (from {before:.0f} MB)"
