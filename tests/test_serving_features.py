@@ -22,10 +22,10 @@ from tests.saved_models import tf1_linear_model
 pytestmark = pytest.mark.integration
 
 BATCHING = """
-max_batch_size { value: 4 }
-batch_timeout_micros { value: 1500000 }
-max_enqueued_batches { value: 1 }
-num_batch_threads { value: 1 }
+max_batch_size {{ value: 4 }}
+batch_timeout_micros {{ value: {timeout} }}
+max_enqueued_batches {{ value: {queue} }}
+num_batch_threads {{ value: 1 }}
 allowed_batch_sizes: 2
 allowed_batch_sizes: 4
 """
@@ -42,7 +42,7 @@ def linear_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def batching_server(tmp_path_factory, linear_dir, trained_cnn):
     files = tmp_path_factory.mktemp("config")
-    (files / "batching.txt").write_text(BATCHING)
+    (files / "batching.txt").write_text(BATCHING.format(timeout=20_000, queue=100))
     (files / "monitoring.txt").write_text(MONITORING)
     models = files / "models"
     shutil.copytree(trained_cnn.export_dir, models / "cnn" / "1")
@@ -81,14 +81,17 @@ def test_concurrent_requests_are_merged_into_fewer_model_calls_and_split_back(ba
     assert metric(batching_server, ":tensorflow:serving:batching_session:queuing_latency_count") >= 8
 
 
-def test_a_full_batch_queue_answers_unavailable(batching_server):
-    first = {}
-    thread = threading.Thread(target=lambda: first.setdefault("answer", predict(
-        batching_server, "linear", {"instances": [1.0, 2.0, 3.0]})))
-    thread.start()
-    time.sleep(0.5)  # the first batch (3 of 4 rows) is waiting for its 1.5 s timeout
-    code, body = predict(batching_server, "linear", {"instances": [1.0, 2.0, 3.0]})
-    thread.join()
+def test_a_full_batch_queue_answers_unavailable(tmp_path, linear_dir):
+    (tmp_path / "batching.txt").write_text(BATCHING.format(timeout=1_500_000, queue=1))
+    with ModelServerProcess(embedded=True, model_name="linear", model_base_path=str(linear_dir), extra_args=[
+            "--enable_batching", f"--batching_parameters_file={tmp_path / 'batching.txt'}"]) as server:
+        first = {}
+        thread = threading.Thread(target=lambda: first.setdefault("answer", predict(
+            server, "linear", {"instances": [1.0, 2.0, 3.0]})))
+        thread.start()
+        time.sleep(0.5)  # the first batch (3 of 4 rows) is waiting for its 1.5 s timeout
+        code, body = predict(server, "linear", {"instances": [1.0, 2.0, 3.0]})
+        thread.join()
     assert code == 503 and "queue" in body["error"]
     assert first["answer"] == (200, {"predictions": [2.5, 3.0, 3.5]})
 
@@ -117,7 +120,7 @@ def test_warmup_records_are_replayed_before_the_version_is_available(batching_se
 
 
 def test_batching_file_without_enable_batching_is_a_startup_error(tmp_path):
-    (tmp_path / "b.txt").write_text(BATCHING)
+    (tmp_path / "b.txt").write_text(BATCHING.format(timeout=0, queue=1))
     console_script = Path(sys.executable).parent / "tfzoo-model-server"
     result = subprocess.run([str(console_script), "--model_base_path=/nonexistent",
                              f"--batching_parameters_file={tmp_path / 'b.txt'}"],

@@ -58,6 +58,11 @@ class RestApi:
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.metrics_path = metrics_path if core.metrics is not None else None
+        # A request that finds no other in flight runs on the event loop's thread: the hop to a pool
+        # thread costs more than a small model's whole Session run. With batching every request goes
+        # to the pool, where concurrent requests can meet in a batch.
+        self.inline_when_idle = core.batch_scheduler is None
+        self._in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -71,6 +76,7 @@ class RestApi:
             more = message.get("more_body", False)
             if len(body) > MAX_BODY_BYTES:
                 return await self._send(send, 413, tensors.dumps({"error": "Request body too large"}))
+        self._in_flight += 1
         try:
             status, payload = await self._route(method, path, body)
         except ServingError as e:
@@ -80,6 +86,8 @@ class RestApi:
         except Exception as e:  # a request must never take the server down
             log.exception("REST %s %s failed", method, path)
             status, payload = 500, tensors.dumps({"error": f"Internal error: {e}"})
+        finally:
+            self._in_flight -= 1
         await self._send(send, status, payload)
 
     @staticmethod
@@ -89,6 +97,8 @@ class RestApi:
         await send({"type": "http.response.body", "body": payload})
 
     async def _call(self, fn, *args):
+        if self.inline_when_idle and self._in_flight == 1:
+            return fn(*args)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.pool, fn, *args)
         return await (asyncio.wait_for(future, self.timeout) if self.timeout else future)

@@ -40,16 +40,20 @@ class Signature:
     outputs: dict[str, meta_graph_pb2.TensorInfo]
 
 
-def check_shape(alias: str, array: np.ndarray, info: meta_graph_pb2.TensorInfo) -> None:
+def declared_shape(info: meta_graph_pb2.TensorInfo) -> tuple[int, ...] | None:
+    """The signature's shape for an input (-1 for unknown dimensions), or None if its rank is unknown."""
+    if info.tensor_shape.unknown_rank or not info.tensor_shape.dim:
+        return None
+    return tuple(d.size for d in info.tensor_shape.dim)
+
+
+def check_shape(alias: str, array: np.ndarray, declared: tuple[int, ...]) -> None:
     """Reject an input whose rank matches the signature's but whose known dimensions differ.
 
     TF Serving feeds tensors unchecked; a different rank is left to the graph (the reference answer
     for half_plus_two feeds [3] to an [?, 1] input), but same-rank mismatches would otherwise run
     and return garbage for models with static shapes inside.
     """
-    if info.tensor_shape.unknown_rank or not info.tensor_shape.dim:
-        return
-    declared = [d.size for d in info.tensor_shape.dim]
     shape = np.shape(array)
     if len(shape) == len(declared) and any(d >= 0 and d != s for d, s in zip(declared, shape, strict=True)):
         expected = "[" + ",".join("?" if d < 0 else str(d) for d in declared) + "]"
@@ -81,6 +85,7 @@ class Servable:
             for key, sig in self.meta_graph.signature_def.items()
         }
         self._callables: dict[tuple, object] = {}
+        self._plans: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
@@ -101,26 +106,14 @@ class Servable:
     def run(self, signature: Signature, inputs: dict[str, np.ndarray],
             output_filter: list[str] | tuple = ()) -> dict[str, np.ndarray]:
         """Run `signature` on `inputs` (alias -> array); return the (filtered) outputs by alias."""
-        extra = set(inputs) - set(signature.inputs)
-        if extra:
-            alias = sorted(extra)[0]
-            raise invalid(f"input tensor alias not found in signature: {alias}. "
-                          f"Inputs expected to be in the set {_set_repr(signature.inputs)}.")
-        missing = set(signature.inputs) - set(inputs)
-        if missing:
-            raise invalid(f"input size does not match signature: {len(inputs)}!={len(signature.inputs)} "
-                          f"len({_set_repr(inputs)}) != len({_set_repr(signature.inputs)}). "
-                          f"Sent extra: {{}}. Missing but required: {_set_repr(missing)}.")
-        for alias in output_filter:
-            if alias not in signature.outputs:
-                raise invalid(f"output tensor alias not found in signature: {alias} "
-                              f"Outputs expected to be in the set {_set_repr(signature.outputs)}.")
-        for alias, array in inputs.items():
-            check_shape(alias, array, signature.inputs[alias])
-        aliases_in = tuple(sorted(inputs))
-        aliases_out = tuple(sorted(set(output_filter))) if output_filter else tuple(sorted(signature.outputs))
-        fn = self._callable(signature, aliases_in, aliases_out)
+        plan = self._plans.get((signature.name, tuple(inputs), tuple(output_filter)))
+        if plan is None:
+            plan = self._plan(signature, inputs, output_filter)
+        aliases_in, aliases_out, shapes, fn = plan
         feeds = [inputs[a] for a in aliases_in]
+        for alias, array, declared in zip(aliases_in, feeds, shapes, strict=True):
+            if declared is not None:
+                check_shape(alias, array, declared)
 
         def call(arrays: list[np.ndarray]) -> list[np.ndarray]:  # one Session run (one batch, if batching)
             started = time.perf_counter()
@@ -140,6 +133,30 @@ class Servable:
         except (TypeError, ValueError) as e:
             raise invalid(str(e)) from None
         return dict(zip(aliases_out, values, strict=True))
+
+    def _plan(self, signature: Signature, inputs: dict, output_filter) -> tuple:
+        """Validate a request's aliases once per (signature, inputs, output_filter) and cache how to run it."""
+        extra = set(inputs) - set(signature.inputs)
+        if extra:
+            alias = sorted(extra)[0]
+            raise invalid(f"input tensor alias not found in signature: {alias}. "
+                          f"Inputs expected to be in the set {_set_repr(signature.inputs)}.")
+        missing = set(signature.inputs) - set(inputs)
+        if missing:
+            raise invalid(f"input size does not match signature: {len(inputs)}!={len(signature.inputs)} "
+                          f"len({_set_repr(inputs)}) != len({_set_repr(signature.inputs)}). "
+                          f"Sent extra: {{}}. Missing but required: {_set_repr(missing)}.")
+        for alias in output_filter:
+            if alias not in signature.outputs:
+                raise invalid(f"output tensor alias not found in signature: {alias} "
+                              f"Outputs expected to be in the set {_set_repr(signature.outputs)}.")
+        aliases_in = tuple(sorted(inputs))
+        aliases_out = tuple(sorted(set(output_filter))) if output_filter else tuple(sorted(signature.outputs))
+        shapes = tuple(declared_shape(signature.inputs[a]) for a in aliases_in)
+        with self._lock:
+            plan = (aliases_in, aliases_out, shapes, self._callable(signature, aliases_in, aliases_out))
+            self._plans[(signature.name, tuple(inputs), tuple(output_filter))] = plan
+        return plan
 
     def _callable(self, signature: Signature, aliases_in: tuple, aliases_out: tuple):
         key = (signature.name, aliases_in, aliases_out)
@@ -175,6 +192,7 @@ class Servable:
         with self._lock:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
         self._callables.clear()
+        self._plans.clear()
         if self.batch_scheduler is not None:
             self.batch_scheduler.forget((self.name, self.version))
         self.session.close()

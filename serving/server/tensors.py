@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from serving.server.errors import invalid
 STRING = types_pb2.DT_STRING
 
 
+@functools.cache
 def np_dtype(dtype_enum: int) -> np.dtype:
     """numpy dtype of a TF DataType enum (object for DT_STRING)."""
     return np.dtype(object) if dtype_enum == STRING else np.dtype(tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype)
