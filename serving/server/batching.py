@@ -77,8 +77,8 @@ class Batcher:
         self._lock = threading.Lock()
         self._scheduled = 0  # batches handed to the pool and not yet started
 
-    def submit(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Run `inputs` as part of a batch; blocks until its rows of the outputs are ready."""
+    def submit(self, inputs: list[np.ndarray]) -> concurrent.futures.Future:
+        """Queue `inputs` to run as part of a batch; the future resolves to its rows of the outputs."""
         rows = _batch_rows(inputs)
         if rows > self.options.max_batch_size:
             raise invalid(f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size}")
@@ -93,7 +93,7 @@ class Batcher:
             if self._scheduled == 0 or self._rows >= self.options.max_batch_size:
                 self._scheduled += 1
                 self.pool.submit(self._process)
-        return task.future.result()
+        return task.future
 
     def _process(self) -> None:
         timeout = self.options.batch_timeout_micros / 1e6

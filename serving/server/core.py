@@ -191,11 +191,28 @@ class ServerCore:
         `inputs` is alias -> array, or a function of the Signature that builds them (REST needs the
         signature's dtypes to read JSON values).
         """
-        with self.manager.handle(spec.name, spec.version, spec.label) as s:
-            signature = s.signature(spec.signature_name)
+        servable, signature, future, aliases = self.start_predict(spec, inputs, output_filter)
+        try:
+            return servable.version, signature, dict(zip(aliases, future.result(), strict=True))
+        finally:
+            servable.release()
+
+    def start_predict(self, spec: ModelSpec, inputs, output_filter=(), executor=None):
+        """Start a Predict without waiting for it: (servable, signature, future of outputs, output aliases).
+
+        The servable stays acquired: the caller releases it once the future is done. REST awaits the
+        future on its event loop; gRPC and `predict` wait on it in their thread.
+        """
+        servable = self.manager.resolve(spec.name, spec.version, spec.label)
+        try:
+            signature = servable.signature(spec.signature_name)
             if callable(inputs):
                 inputs = inputs(signature)
-            return s.version, signature, self.predict_on(s, signature.name, inputs, output_filter)
+            future, aliases = servable.start(signature, inputs, output_filter, executor)
+            return servable, signature, future, aliases
+        except BaseException:
+            servable.release()
+            raise
 
     def predict_on(self, servable: Servable, signature_name: str, inputs, output_filter=()) -> dict[str, np.ndarray]:
         """Predict on one servable (also used by warmup)."""

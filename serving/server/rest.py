@@ -58,9 +58,10 @@ class RestApi:
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.metrics_path = metrics_path if core.metrics is not None else None
-        # A request that finds no other in flight runs on the event loop's thread: the hop to a pool
-        # thread costs more than a small model's whole Session run. With batching every request goes
-        # to the pool, where concurrent requests can meet in a batch.
+        # Predict's Python work (JSON in and out) runs on the event loop's one thread, which avoids GIL
+        # contention between request threads; only the Session run (which releases the GIL) leaves it,
+        # for the pool or a batch. A request that finds no other in flight runs the Session right here:
+        # the hop to a pool thread costs more than a small model's whole run.
         self.inline_when_idle = core.batch_scheduler is None
         self._in_flight = 0
 
@@ -113,6 +114,8 @@ class RestApi:
                 return 200, await self._call(self.metadata, spec)
             if method == "GET" and not verb:
                 return 200, await self._call(self.status, spec)
+            if method == "POST" and verb == "predict":
+                return 200, await self.predict(spec, body)
             if method == "POST" and verb:
                 return 200, await self._call(self.infer, verb, spec, body)
         elif method == "GET" and path.rstrip("/") == "/v1/models":
@@ -148,10 +151,17 @@ class RestApi:
         })
 
     def infer(self, verb: str, spec: ModelSpec, body: bytes) -> bytes:
+        """:classify and :regress (on the pool)."""
         started = time.perf_counter()
         error, answered = None, {}
         try:
-            return self._infer(verb, spec, body, answered)
+            spec, request = parse_request(spec, body)
+            examples = examples_from_json(request.get("examples"), request.get("context"))
+            if verb == "classify":
+                answered["version"], answered["signature"], results = self.core.classify(spec, examples)
+                return tensors.dumps({"results": [[[label, score] for label, score in row] for row in results]})
+            answered["version"], answered["signature"], results = self.core.regress(spec, examples)
+            return tensors.dumps({"results": results})
         except ServingError as e:
             error = e
             raise
@@ -159,38 +169,52 @@ class RestApi:
             self.core.observe(spec.name, verb, "REST", error, time.perf_counter() - started,
                               answered.get("version"), answered.get("signature"))
 
-    def _infer(self, verb: str, spec: ModelSpec, body: bytes, answered: dict) -> bytes:
-        request = tensors.loads(body)
-        if not isinstance(request, dict):
-            raise invalid("JSON Value: request body must be a JSON object")
-        signature_name = request.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise invalid("'signature_name' must be a string")
-        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
-        if verb == "predict":
-            return self.predict(spec, request, answered)
-        examples = examples_from_json(request.get("examples"), request.get("context"))
-        if verb == "classify":
-            answered["version"], answered["signature"], results = self.core.classify(spec, examples)
-            return tensors.dumps({"results": [[[label, score] for label, score in row] for row in results]})
-        answered["version"], answered["signature"], results = self.core.regress(spec, examples)
-        return tensors.dumps({"results": results})
+    async def predict(self, spec: ModelSpec, body: bytes) -> bytes:
+        """:predict: JSON on the event loop, the Session run inline, on the pool or in a batch."""
+        started = time.perf_counter()
+        error = servable = None
+        try:
+            spec, request = parse_request(spec, body)
+            build, row = predict_inputs(request)
+            inline = self.inline_when_idle and self._in_flight == 1
+            servable, signature, future, aliases = self.core.start_predict(spec, build, (),
+                                                                           None if inline else self.pool)
+            future.add_done_callback(lambda _: servable.release())  # keep the version loaded until it ran
+            if not future.done():
+                waiting = asyncio.wrap_future(future)
+                await (asyncio.wait_for(waiting, self.timeout) if self.timeout else waiting)
+            outputs = dict(zip(aliases, future.result(), strict=True))
+            payload = rows_output(outputs) if row else columns_output(outputs)
+            return tensors.dumps_checked(payload, list(outputs.values()))
+        except ServingError as e:
+            error = e
+            raise
+        finally:
+            self.core.observe(spec.name, "predict", "REST", error, time.perf_counter() - started,
+                              servable.version if servable else None,
+                              signature.name if servable else None)
 
-    def predict(self, spec: ModelSpec, request: dict, answered: dict) -> bytes:
-        if "instances" in request and "inputs" in request:
-            raise invalid("Not allowed to mix 'instances' and 'inputs' keys in the request")
-        if "instances" in request:
-            row = True
-            build = lambda sig: rows_to_inputs(request["instances"], sig)  # noqa: E731
-        elif "inputs" in request:
-            row = False
-            build = lambda sig: columns_to_inputs(request["inputs"], sig)  # noqa: E731
-        else:
-            raise invalid("Missing 'instances' or 'inputs' key in the request")
-        answered["version"], signature, outputs = self.core.predict(spec, build)
-        answered["signature"] = signature.name
-        arrays = list(outputs.values())
-        return tensors.dumps_checked(rows_output(outputs) if row else columns_output(outputs), arrays)
+
+def parse_request(spec: ModelSpec, body: bytes) -> tuple[ModelSpec, dict]:
+    """The JSON request object, and the spec with its signature_name."""
+    request = tensors.loads(body)
+    if not isinstance(request, dict):
+        raise invalid("JSON Value: request body must be a JSON object")
+    signature_name = request.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise invalid("'signature_name' must be a string")
+    return ModelSpec(spec.name, spec.version, spec.label, signature_name), request
+
+
+def predict_inputs(request: dict):
+    """(function of the Signature building the inputs, whether the request is in row format)."""
+    if "instances" in request and "inputs" in request:
+        raise invalid("Not allowed to mix 'instances' and 'inputs' keys in the request")
+    if "instances" in request:
+        return (lambda sig: rows_to_inputs(request["instances"], sig)), True
+    if "inputs" in request:
+        return (lambda sig: columns_to_inputs(request["inputs"], sig)), False
+    raise invalid("Missing 'instances' or 'inputs' key in the request")
 
 
 def _dtype_of(signature: Signature, alias: str) -> int:
