@@ -242,9 +242,9 @@ async def main():
                 await stub.Predict(request, timeout=30); done += 1
             except grpc.RpcError:
                 errors += 1
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    print(done / (time.perf_counter() - started), errors)
+    print(done / (time.perf_counter() - started), errors, time.process_time() - cpu)
 asyncio.run(main())
 """
 
@@ -259,10 +259,12 @@ def throughput_grpc(server: Server, concurrency: int, seconds: float) -> dict:
 
 
 def _run_grpc_load(server: Server, code: str, seconds: float) -> dict:
-    server_cpu, client_cpu = cpu_seconds(server.process.pid), children_cpu()
+    server_cpu = cpu_seconds(server.process.pid)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds + 120,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.split()
-    return {"rps": float(out[-2]), "errors": int(out[-1]), "client_cpu": children_cpu() - client_cpu,
+    # The client's own CPU during the load (its TensorFlow import before it is not counted); the
+    # server's CPU includes the client's start-up seconds, when the server is idle.
+    return {"rps": float(out[-3]), "errors": int(out[-2]), "client_cpu": float(out[-1]),
             "server_cpu": cpu_seconds(server.process.pid) - server_cpu, "generator": "grpc.aio client (1 process)"}
 
 
