@@ -53,6 +53,14 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def features() -> tfds.features.FeaturesDict:
+    """Fashion-MNIST's features (also the synthetic stand-in's): uint8 image [28, 28, 1], ten class names."""
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(28, 28, 1)),
+        "label": tfds.features.ClassLabel(names=list(FASHION_MNIST_LABELS)),
+    })
+
+
 class TfzooFashionMnist(tfds.core.GeneratorBasedBuilder):
     """Fashion-MNIST (Zalando), from the local IDX files: 70,000 28x28 grayscale images, 10 classes."""
 
@@ -62,12 +70,7 @@ class TfzooFashionMnist(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(28, 28, 1)),
-                    "label": tfds.features.ClassLabel(names=list(FASHION_MNIST_LABELS)),
-                }
-            ),
+            features=features(),
             supervised_keys=("image", "label"),
             homepage="https://github.com/zalandoresearch/fashion-mnist",
         )

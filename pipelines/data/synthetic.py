@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoo.labels import FASHION_MNIST_LABELS
+from pipelines.data.fashion_mnist import features
 
 SPLITS = {"train": (600, 0), "test": (200, 1)}  # examples, seed
 
@@ -33,12 +33,7 @@ class TfzooSyntheticFashionMnist(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(28, 28, 1)),
-                    "label": tfds.features.ClassLabel(names=list(FASHION_MNIST_LABELS)),
-                }
-            ),
+            features=features(),
             supervised_keys=("image", "label"),
         )
 

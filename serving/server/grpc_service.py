@@ -111,7 +111,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = model_spec(request.model_spec)
         version, signature_name, results = self.core.regress(spec, examples_from_input(request.input))
         response = regression_pb2.RegressionResponse(model_spec=response_spec(spec.name, version, signature_name))
-        response.result.regressions.extend(regression_pb2.Regression(value=v) for v in results)
+        fill_regressions(response.result, results)
         return response
 
     @rpc
@@ -132,7 +132,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if method == CLASSIFY_METHOD:
                 fill_classifications(out.classification_result, result)
             else:
-                out.regression_result.regressions.extend(regression_pb2.Regression(value=v) for v in result)
+                fill_regressions(out.regression_result, result)
         return response
 
     @rpc
@@ -155,6 +155,11 @@ def fill_classifications(result: classification_pb2.ClassificationResult, rows) 
     for row in rows:
         result.classifications.add().classes.extend(
             classification_pb2.Class(label=label, score=score) for label, score in row)
+
+
+def fill_regressions(result: regression_pb2.RegressionResult, values) -> None:
+    """One Regression per example."""
+    result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
