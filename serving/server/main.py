@@ -119,7 +119,7 @@ class ModelServer:
 
     def _start_grpc(self) -> None:
         args = self.args
-        server = grpc.server(concurrent.futures.ThreadPoolExecutor(args.grpc_max_threads, "grpc"),
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(self._grpc_threads(), "grpc"),
                              options=channel_arguments(args.grpc_channel_arguments))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.core), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
@@ -138,6 +138,18 @@ class ModelServer:
             log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", args.port)
         if args.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", args.grpc_socket_path)
+
+    def _grpc_threads(self) -> int:
+        """--grpc_max_threads, raised with batching so that enough waiting requests can fill the batches.
+
+        Each gRPC thread blocks while its request waits in a batch (TF Serving's C++ server does not),
+        so fewer threads than `max_batch_size` x `num_batch_threads` would cap every batch's size.
+        """
+        batching = self.core.batch_scheduler
+        if batching is None:
+            return self.args.grpc_max_threads
+        wanted = batching.options.max_batch_size * batching.options.num_batch_threads
+        return max(self.args.grpc_max_threads, min(wanted, 256))
 
     def _start_rest(self) -> None:
         import uvicorn
