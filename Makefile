@@ -35,5 +35,10 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# tfzoo-model-server vs naive FastAPI, KServe and grpc.aio servers (about 10 minutes; writes bench/results/serving.md)
+bench-serving: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	$(PY) bench/serving.py
+
 clean:
 	rm -rf runs models .pytest_cache
