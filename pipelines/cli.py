@@ -3,6 +3,7 @@
   tfzoo list                         zoo models (name, task, dataset)
   tfzoo info cnn                     a model's spec: hyperparameters, recipe, inputs, labels
   tfzoo train cnn --epochs 2         train, evaluate on the test split, export to models/cnn/<version>
+  tfzoo export cnn --run-id ID       export a run's checkpoint as the next version
   tfzoo evaluate cnn                 evaluate an exported version (what a server would serve) on a split
   tfzoo serve                        serve models/ with tensorflow_model_server if installed, else tfzoo-model-server
   tfzoo predict cnn image.png        query a running server over REST or gRPC
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -52,6 +54,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines import evaluate
 
     return evaluate.run(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run's checkpoint as the model's next version."""
+    from pipelines import train
+
+    path = train.export_checkpoint(args.model, args.run_id, epoch=args.epoch, runs_dir=args.runs_dir,
+                                   models_dir=args.models_dir, data_dir=args.data_dir)
+    print(f"exported: {path}")
+    return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -109,7 +121,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from serving import client
 
-    images = np.array([open(f, "rb").read() for f in args.images], dtype=object)
+    images = np.array([Path(f).read_bytes() for f in args.images], dtype=object)
     if args.protocol == "rest":
         c = client.RestClient(args.host, args.port or 8501)
     else:
@@ -141,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
                          description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("export", help="export a run's checkpoint as the model's next version")
+    p.add_argument("model")
+    p.add_argument("--run-id", required=True, help="the run (a directory name under runs/<model>/)")
+    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+    p.add_argument("--runs-dir")
+    p.add_argument("--models-dir")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("evaluate", help="evaluate an exported version on a dataset split")
     p.add_argument("model")

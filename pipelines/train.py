@@ -138,13 +138,47 @@ def train(
 
     export_dir = None
     if export:
-        card = {"name": model_name, "task": spec.task, "dataset": dataset, "run_id": run_id,
-                "hparams": hparams, "recipe": recipe, "labels": list(spec.labels), "metrics": metrics,
-                "input": spec.input_spec}
-        export_dir = exporter.export(model, task.signatures(model, spec, hparams),
-                                     paths.models_dir(models_dir) / model_name, model_card=card,
-                                     warmup_requests=task.warmup_requests(spec, sample_batch))
+        export_dir = export_model(model, spec, hparams, sample_batch, models_dir,
+                                  {"dataset": dataset, "run_id": run_id, "recipe": recipe, "metrics": metrics})
     return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir)
+
+
+def export_model(model: keras.Model, spec: zoo.ModelSpec, hparams: dict, sample_batch, models_dir,
+                 card: dict) -> Path:
+    """Export `model` with its task's signatures, a model card and warmup requests from `sample_batch`."""
+    task = tasks.get(spec.task)
+    card = {"name": spec.name, "task": spec.task, "hparams": hparams, "labels": list(spec.labels),
+            "input": spec.input_spec, **card}
+    return exporter.export(model, task.signatures(model, spec, hparams), paths.models_dir(models_dir) / spec.name,
+                           model_card=card, warmup_requests=task.warmup_requests(spec, sample_batch))
+
+
+def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None, runs_dir=None, models_dir=None,
+                      data_dir=None) -> Path:
+    """Export a run's checkpoint (the last epoch's by default) as the model's next version."""
+    run_dir = paths.runs_dir(runs_dir) / model_name / run_id
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no run {run_dir}: see `ls {run_dir.parent}` for run ids")
+    config = json.loads((run_dir / "config.json").read_text())
+    checkpoints = {int(p.stem.split("-")[1].split(".")[0]): p for p in (run_dir / "checkpoints").glob("epoch-*.h5")}
+    if not checkpoints:
+        raise FileNotFoundError(f"run {run_dir} has no checkpoints")
+    epoch = max(checkpoints) if epoch is None else epoch
+    if epoch not in checkpoints:
+        raise FileNotFoundError(f"run {run_dir} has no checkpoint of epoch {epoch}; it has {sorted(checkpoints)}")
+    spec = zoo.get(model_name)
+    model = zoo.build(model_name, **config["hparams"])
+    model.load_weights(str(checkpoints[epoch]))
+    task = tasks.get(spec.task)
+    recipe = config["recipe"]
+    sample_batch = next(iter(data.load(config["dataset"], VALIDATION_SPLIT, batch_size=recipe["batch_size"],
+                                       preprocess=task.preprocess(spec, recipe, training=False), cache=False,
+                                       data_dir=data_dir)))
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return export_model(model, spec, config["hparams"], sample_batch, models_dir,
+                        {"dataset": config["dataset"], "run_id": run_id, "recipe": recipe, "epoch": epoch,
+                         "metrics": metrics})
 
 
 def _hp_value(value):

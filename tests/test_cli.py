@@ -17,7 +17,8 @@ def test_help_lists_every_verb(capsys):
         cli.main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for verb in ["list", "info", "train", "evaluate", "serve", "predict", "export-config", "tensorboard", "data"]:
+    for verb in ["list", "info", "train", "export", "evaluate", "serve", "predict", "export-config", "tensorboard",
+                 "data"]:
         assert verb in out
 
 

@@ -154,7 +154,7 @@ def test_new_version_is_loaded_then_the_old_one_unloaded_without_failed_requests
         if states == {"2": "AVAILABLE", "1": "END"}:
             break
     assert states == {"2": "AVAILABLE", "1": "END"}
-    assert failures == [] and 3.5 in answers
+    assert failures == [] and answers <= {2.5, 3.5}  # every request answered, by version 1 or 2
     assert post(server, "linear:predict", {"instances": [1.0]}) == (200, {"predictions": [3.5]})
 
 

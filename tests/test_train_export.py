@@ -112,3 +112,19 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, data_dir):
     result = train.train("cnn", **common)
     assert result.metrics["epochs"] == 3 and result.metrics["epochs_this_session"] == 1
     assert not (tmp_path / "cnn" / "resume-me" / "backup").exists()  # removed once the run completes
+
+
+def test_a_runs_checkpoint_exports_as_the_next_version(trained_cnn, data_dir, tmp_path):
+    runs_dir = trained_cnn.run_dir.parent.parent
+    first = train.export_checkpoint("cnn", trained_cnn.run_dir.name, epoch=1, runs_dir=runs_dir,
+                                    models_dir=tmp_path, data_dir=data_dir)
+    last = train.export_checkpoint("cnn", trained_cnn.run_dir.name, runs_dir=runs_dir, models_dir=tmp_path,
+                                   data_dir=data_dir)
+    assert (first.name, last.name) == ("1", "2")
+    assert exporter.read_model_card(first)["epoch"] == 1 and exporter.read_model_card(last)["epoch"] == 2
+    images = tf.constant(np.random.default_rng(1).random((2, 28, 28, 1), dtype=np.float32))
+    from_checkpoint = tf.saved_model.load(str(last)).signatures["serving_default"](image=images)
+    from_training = tf.saved_model.load(str(trained_cnn.export_dir)).signatures["serving_default"](image=images)
+    np.testing.assert_allclose(from_checkpoint["probabilities"], from_training["probabilities"], rtol=1e-5)
+    with pytest.raises(FileNotFoundError, match="no checkpoint of epoch 7"):
+        train.export_checkpoint("cnn", trained_cnn.run_dir.name, epoch=7, runs_dir=runs_dir, models_dir=tmp_path)

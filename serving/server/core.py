@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
-from tensorflow_serving.apis import input_pb2, prediction_log_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, input_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server import servable as servable_lib
@@ -26,6 +26,7 @@ from serving.server.manager import Manager, VersionState
 from serving.server.metrics import Metrics
 from serving.server.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 from serving.server.source import FileSystemSource
+from serving.server.tensors import decode_b64, is_b64, to_ndarray
 
 log = logging.getLogger("tfzoo.serving")
 
@@ -164,8 +165,6 @@ class ServerCore:
     def _replay(self, servable: Servable, entry: prediction_log_pb2.PredictionLog) -> None:
         kind = entry.WhichOneof("log_type")
         if kind == "predict_log":
-            from serving.server.tensors import to_ndarray
-
             request = entry.predict_log.request
             inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
             self.predict_on(servable, request.model_spec.signature_name, inputs, list(request.output_filter))
@@ -291,8 +290,6 @@ class ServerCore:
 
     def metadata(self, spec: ModelSpec) -> tuple[int, meta_graph_pb2.SignatureDef]:
         """(version, SignatureDefMap) of the servable `spec` names."""
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
         with self.manager.handle(spec.name, spec.version, spec.label) as s:
             signatures = get_model_metadata_pb2.SignatureDefMap()
             for key, value in s.meta_graph.signature_def.items():
@@ -350,8 +347,6 @@ def examples_from_input(request_input: input_pb2.Input) -> list[bytes]:
 
 def example_from_json(features: dict, what: str) -> example_pb2.Example:
     """A tf.Example from TF Serving's JSON form: name -> number | string | {"b64"} | list of one kind."""
-    from serving.server.tensors import _decode_b64, is_b64
-
     if not isinstance(features, dict):
         raise invalid(f"{what}: an example must be a JSON object of feature name -> value")
     example = example_pb2.Example()
@@ -365,7 +360,7 @@ def example_from_json(features: dict, what: str) -> example_pb2.Example:
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             feature.float_list.value.extend(float(v) for v in values)
         elif all(isinstance(v, str) or is_b64(v) for v in values):
-            feature.bytes_list.value.extend(v.encode() if isinstance(v, str) else _decode_b64(v["b64"]) for v in values)
+            feature.bytes_list.value.extend(v.encode() if isinstance(v, str) else decode_b64(v["b64"]) for v in values)
         else:
             raise invalid(f"{what}: feature {name}: values must all be numbers or all strings/b64, got {value!r:.80}")
     return example

@@ -114,7 +114,7 @@ class ModelServer:
         threading.Thread(target=self._update_health, name="health", daemon=True).start()
         # Everything loaded so far lives for the whole process: keep it out of the garbage collector's
         # scans, so a collection during a request stays short (Python REST servers show 100+ ms pauses).
-        gc.collect()
+        # (No gc.collect() first: a full collection of TensorFlow's heap would delay the first answer.)
         gc.freeze()
 
     def _start_grpc(self) -> None:

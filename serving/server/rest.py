@@ -238,7 +238,7 @@ def rows_to_inputs(instances, signature: Signature) -> dict[str, np.ndarray]:
             if not isinstance(instance, dict) or tensors.is_b64(instance) or list(instance) != keys and \
                     set(instance) != set(keys):
                 raise invalid(f"Failed to process element: {i} of 'instances' list. JSON object: "
-                              f"{tensors._short(instance)} keys do not match the first element's {keys}")
+                              f"{tensors.short(instance)} keys do not match the first element's {keys}")
         return {k: tensors.from_json([inst[k] for inst in instances], _dtype_of(signature, k), f"instances[*].{k}")
                 for k in keys}
     if len(signature.inputs) != 1:

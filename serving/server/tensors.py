@@ -88,7 +88,7 @@ def is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def _decode_b64(text: Any) -> bytes:
+def decode_b64(text: Any) -> bytes:
     if not isinstance(text, str):
         raise invalid(f"'b64' value must be a string, got: {text!r:.60}")
     try:
@@ -104,8 +104,8 @@ def _strings(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode()
     if is_b64(value):
-        return _decode_b64(value["b64"])
-    raise invalid(f"JSON Value: {_short(value)} Type: {_json_type(value)} is not of expected type: string")
+        return decode_b64(value["b64"])
+    raise invalid(f"JSON Value: {short(value)} Type: {_json_type(value)} is not of expected type: string")
 
 
 def _json_type(value: Any) -> str:
@@ -113,7 +113,7 @@ def _json_type(value: Any) -> str:
         type(value), "Null")
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -139,14 +139,14 @@ def from_json(value: Any, dtype_enum: int, what: str) -> np.ndarray:
     if raw.dtype.kind not in "biuf" or (dtype.kind == "b" and raw.dtype.kind != "b"):
         raise _bad_numeric(value, dtype_enum, what)
     if dtype.kind in "iu" and raw.dtype.kind == "f" and not np.all(np.mod(raw, 1) == 0):
-        raise invalid(f"{what}: JSON Value: {_short(value)} is not of expected type: {dtype_name(dtype_enum)}")
+        raise invalid(f"{what}: JSON Value: {short(value)} is not of expected type: {dtype_name(dtype_enum)}")
     return raw.astype(dtype, copy=False)
 
 
 def _bad_numeric(value: Any, dtype_enum: int, what: str):
     if isinstance(value, list) and _is_ragged(value):
-        return invalid(f"{what}: ragged nested lists are not a tensor: {_short(value)}")
-    return invalid(f"{what}: JSON Value: {_short(value)} is not of expected type: {dtype_name(dtype_enum)}")
+        return invalid(f"{what}: ragged nested lists are not a tensor: {short(value)}")
+    return invalid(f"{what}: JSON Value: {short(value)} is not of expected type: {dtype_name(dtype_enum)}")
 
 
 def _is_ragged(value: Any) -> bool:
