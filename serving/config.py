@@ -31,13 +31,17 @@ def parse_text(text: str, message_type, what: str | None = None):
     return message
 
 
-def read_text(path: str | os.PathLike, message_type, what: str | None = None):
-    """Read and parse a text-proto file."""
+def read_file(path: str | os.PathLike) -> str:
+    """A config file's text, or ConfigError naming the file and why it cannot be read."""
     try:
-        text = Path(path).read_text()
+        return Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"Failed to read config file {path}: {e.strerror}") from None
-    return parse_text(text, message_type, what)
+
+
+def read_text(path: str | os.PathLike, message_type, what: str | None = None):
+    """Read and parse a text-proto file."""
+    return parse_text(read_file(path), message_type, what)
 
 
 def read_model_server_config(path: str | os.PathLike) -> model_server_config_pb2.ModelServerConfig:

@@ -36,6 +36,10 @@ MODEL_PATH = re.compile(
     r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?/?$"
 )
 JSON_HEADERS = [(b"content-type", b"application/json")]
+# --rest_api_enable_cors_support: TF Serving's headers on every answer, and 200 to a preflight OPTIONS.
+CORS_HEADERS = [(b"access-control-allow-origin", b"*")]
+CORS_PREFLIGHT_HEADERS = [*CORS_HEADERS, (b"access-control-allow-methods", b"POST, GET"),
+                          (b"access-control-allow-headers", b"Content-Type")]
 
 
 def version_status_json(states) -> list[dict]:
@@ -53,8 +57,11 @@ def version_status_json(states) -> list[dict]:
 class RestApi:
     """The ASGI application; blocking work runs on a thread pool of `--rest_api_num_threads`."""
 
-    def __init__(self, core: ServerCore, *, num_threads: int, timeout_ms: int, metrics_path: str | None = None):
+    def __init__(self, core: ServerCore, *, num_threads: int, timeout_ms: int, metrics_path: str | None = None,
+                 cors: bool = False):
         self.core = core
+        self.cors = cors
+        self.headers = JSON_HEADERS + CORS_HEADERS if cors else JSON_HEADERS
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.metrics_path = metrics_path if core.metrics is not None else None
@@ -69,6 +76,8 @@ class RestApi:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
+        if self.cors and method == "OPTIONS":
+            return await self._send(send, 200, b"", CORS_PREFLIGHT_HEADERS)
         body = b""
         more = True
         while more:
@@ -76,7 +85,7 @@ class RestApi:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > MAX_BODY_BYTES:
-                return await self._send(send, 413, tensors.dumps({"error": "Request body too large"}))
+                return await self._send(send, 413, tensors.dumps({"error": "Request body too large"}), self.headers)
         self._in_flight += 1
         try:
             status, payload = await self._route(method, path, body)
@@ -89,10 +98,10 @@ class RestApi:
             status, payload = 500, tensors.dumps({"error": f"Internal error: {e}"})
         finally:
             self._in_flight -= 1
-        await self._send(send, status, payload)
+        await self._send(send, status, payload, self.headers)
 
     @staticmethod
-    async def _send(send, status: int, payload: bytes, headers=JSON_HEADERS) -> None:
+    async def _send(send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,186 @@
+"""The running model server: ServerCore behind the gRPC and REST front-ends, plus the config poller.
+
+Imported by `serving.server.main` once flags and config files have been checked, because importing
+it imports TensorFlow.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gc
+import logging
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving import config as config_lib
+from serving.server.core import Options, ServerCore
+from serving.server.errors import ServingError
+from serving.server.grpc_service import ModelService, PredictionService
+from serving.server.metrics import Metrics
+from serving.server.startup import StartupConfig
+
+log = logging.getLogger("tfzoo.serving")
+
+
+def channel_arguments(text: str) -> list[tuple[str, object]]:
+    """`--grpc_channel_arguments` "a=1,b=x" -> [("a", 1), ("b", "x")]."""
+    options = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        options.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return options
+
+
+class ModelServer:
+    """The running server: core, gRPC server, REST server, config poller; `stop()` drains and shuts down."""
+
+    def __init__(self, args: argparse.Namespace, startup: StartupConfig):
+        self.args, self.startup = args, startup
+        self.monitoring = startup.prometheus_path
+        self._config_text = startup.models_text
+        self.core = ServerCore(Options(
+            batching=startup.batching,
+            metrics=Metrics() if self.monitoring else None,
+            file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval_micros=args.load_retry_interval_micros,
+            enable_model_warmup=args.enable_model_warmup,
+            num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
+            saved_model_tags=args.saved_model_tags,
+            tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+            tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+            allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        ))
+        self.grpc_server = None
+        self.rest_server = None
+        self.rest_thread = None
+        self.health = health.HealthServicer()
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Load the initial models, then open the gRPC and REST ports."""
+        self.core.apply_config(self.startup.models)
+        self.core.start()
+        self._start_grpc()
+        if self.args.rest_api_port:
+            self._start_rest()
+        if self.args.model_config_file and self.args.model_config_file_poll_wait_seconds > 0:
+            threading.Thread(target=self._poll_config, name="config-poller", daemon=True).start()
+        threading.Thread(target=self._update_health, name="health", daemon=True).start()
+        # Everything loaded so far lives for the whole process: keep it out of the garbage collector's
+        # scans, so a collection during a request stays short (Python REST servers show 100+ ms pauses).
+        # (No gc.collect() first: a full collection of TensorFlow's heap would delay the first answer.)
+        gc.freeze()
+
+    def _start_grpc(self) -> None:
+        args = self.args
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(self._grpc_threads(), "grpc"),
+                             options=channel_arguments(args.grpc_channel_arguments))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.core), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if args.port:
+            address = f"0.0.0.0:{args.port}"
+            if self.startup.ssl is not None:
+                server.add_secure_port(address, ssl_credentials(self.startup.ssl))
+            else:
+                server.add_insecure_port(address)
+        if args.grpc_socket_path:
+            server.add_insecure_port(f"unix:{args.grpc_socket_path}")
+        server.start()
+        self.grpc_server = server
+        if args.port:
+            log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", args.port)
+        if args.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", args.grpc_socket_path)
+
+    def _grpc_threads(self) -> int:
+        """--grpc_max_threads, raised with batching so that enough waiting requests can fill the batches.
+
+        Each gRPC thread blocks while its request waits in a batch (TF Serving's C++ server does not),
+        so fewer threads than `max_batch_size` x `num_batch_threads` would cap every batch's size.
+        """
+        batching = self.core.batch_scheduler
+        if batching is None:
+            return self.args.grpc_max_threads
+        wanted = batching.options.max_batch_size * batching.options.num_batch_threads
+        return max(self.args.grpc_max_threads, min(wanted, 256))
+
+    def _start_rest(self) -> None:
+        import uvicorn
+
+        from serving.server.rest import RestApi
+
+        app = RestApi(self.core, num_threads=self.args.rest_api_num_threads,
+                      timeout_ms=self.args.rest_api_timeout_in_ms, metrics_path=self.monitoring,
+                      cors=self.args.rest_api_enable_cors_support)
+        config = uvicorn.Config(app, host="0.0.0.0", port=self.args.rest_api_port, log_level="warning",
+                                access_log=False, lifespan="off", http="httptools", loop=_event_loop(),
+                                timeout_keep_alive=30)
+        self.rest_server = uvicorn.Server(config)
+        self.rest_thread = threading.Thread(target=self.rest_server.run, name="rest", daemon=True)
+        self.rest_thread.start()
+        while not self.rest_server.started:
+            if not self.rest_thread.is_alive():
+                raise OSError(f"could not start the REST API on port {self.args.rest_api_port}")
+            threading.Event().wait(0.01)
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", self.args.rest_api_port)
+
+    def _poll_config(self) -> None:
+        while not self._stopped.wait(self.args.model_config_file_poll_wait_seconds):
+            try:
+                text = config_lib.read_file(self.args.model_config_file)
+                if text == self._config_text:
+                    continue
+                config = config_lib.parse_text(text, config_lib.ModelServerConfig)
+                log.info("Config file %s changed: applying it", self.args.model_config_file)
+                self.core.apply_config(config)
+                self._config_text = text
+            except (OSError, config_lib.ConfigError, ServingError) as e:
+                log.error("Not applying %s: %s", self.args.model_config_file, e)
+
+    def _update_health(self) -> None:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        while not self._stopped.is_set():
+            ready = self.core.ready()
+            self.health.set("", serving if ready else not_serving)
+            for name in self.core.all_models():
+                self.health.set(name, serving if self.core.manager.available_versions(name) else not_serving)
+            self._stopped.wait(1.0)
+
+    def stop(self) -> None:
+        """Stop accepting requests, let those in flight finish, unload every model."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("Shutting down: draining requests in flight")
+        self.health.enter_graceful_shutdown()
+        if self.rest_server is not None:
+            self.rest_server.should_exit = True
+            self.rest_thread.join(timeout=30)
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=30).wait()
+        self.core.stop()
+
+
+def _event_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+def ssl_credentials(ssl) -> grpc.ServerCredentials:
+    """gRPC server credentials from an SSLConfig message (mutual TLS when client_verify)."""
+    return grpc.ssl_server_credentials(
+        [(ssl.server_key.encode(), ssl.server_cert.encode())],
+        root_certificates=ssl.custom_ca.encode() or None,
+        require_client_auth=ssl.client_verify,
+    )
