@@ -130,6 +130,8 @@ def from_json(value: Any, dtype_enum: int, what: str) -> np.ndarray:
             raise invalid(f"{what}: ragged nested lists are not a tensor")
         return array
     dtype = np_dtype(dtype_enum)
+    if dtype.kind != "b" and isinstance(_first_leaf(value), bool):  # numpy would read true as 1
+        raise _bad_numeric(value, dtype_enum, what)
     try:
         if dtype.kind == "f":
             return np.asarray(value, dtype=dtype)
@@ -141,6 +143,13 @@ def from_json(value: Any, dtype_enum: int, what: str) -> np.ndarray:
     if dtype.kind in "iu" and raw.dtype.kind == "f" and not np.all(np.mod(raw, 1) == 0):
         raise invalid(f"{what}: JSON Value: {short(value)} is not of expected type: {dtype_name(dtype_enum)}")
     return raw.astype(dtype, copy=False)
+
+
+def _first_leaf(value: Any) -> Any:
+    """The first scalar of nested lists (a cheap type check that keeps the hot path at one conversion)."""
+    while isinstance(value, list) and value:
+        value = value[0]
+    return value
 
 
 def _bad_numeric(value: Any, dtype_enum: int, what: str):

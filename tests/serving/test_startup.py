@@ -1,0 +1,95 @@
+"""Starting and stopping: flags, config errors, empty or missing model directories, SIGTERM.
+
+Flag and config-file mistakes are found before TensorFlow is imported, so those tests start no server.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from savedmodels import tf1_linear_model
+from serving_helpers import get, post, wait_for, write_config
+
+from serving.launch import ModelServerProcess
+from serving.server import main as server_main
+
+pytestmark = pytest.mark.integration
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serving.server", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_version_flag_prints_a_version_and_exits_zero():
+    result = run_server("--version")
+    assert result.returncode == 0 and result.stdout.strip() == server_main.VERSION
+
+
+def test_the_console_script_is_the_same_server():
+    script = Path(sys.executable).parent / "tfzoo-model-server"
+    if not script.exists():
+        pytest.skip(f"{script} is not installed (pip install -e .)")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == server_main.VERSION
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no_such_flag=1"], "unrecognized arguments: --no_such_flag=1"),
+    (["--platform_config_file=x.txt"], "--platform_config_file is not supported by tfzoo-model-server"),
+    (["--port=notanumber"], "invalid int value"),
+    (["--enable_batching=maybe"], "expected true or false"),
+    (["--model_base_path=/m", "--batching_parameters_file=b.txt"], "without --enable_batching"),
+    ([], "Both --model_config_file and --model_base_path are empty"),
+])
+def test_bad_command_lines_exit_non_zero_with_a_clear_message(args, message):
+    result = run_server(*args)
+    assert result.returncode != 0 and message in result.stderr
+
+
+@pytest.mark.parametrize("flag, text, message", [
+    ("--model_config_file", "improperly formatted file",
+     "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1"),
+    ("--monitoring_config_file", "prometheus_config { nope: 1 }",
+     "Error parsing text-format tensorflow.serving.MonitoringConfig"),
+    ("--ssl_config_file", "server_key: 7 7", "Error parsing text-format tensorflow.serving.SSLConfig"),
+])
+def test_unparseable_config_files_exit_non_zero_with_tf_servings_message(tmp_path, flag, text, message):
+    (tmp_path / "config.txt").write_text(text)
+    result = run_server("--model_base_path=/m", "--rest_api_port=1", f"{flag}={tmp_path / 'config.txt'}")
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_invalid_allowed_batch_sizes_are_a_startup_error(tmp_path):
+    (tmp_path / "b.txt").write_text("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 2")
+    result = run_server("--model_base_path=/m", "--enable_batching", f"--batching_parameters_file={tmp_path / 'b.txt'}")
+    assert result.returncode != 0 and "monotonically increasing" in result.stderr
+
+
+def test_missing_or_empty_base_paths_are_logged_polled_and_served_once_a_version_appears(tmp_path):
+    (tmp_path / "empty").mkdir()
+    config = write_config(tmp_path / "models.config", {"empty": tmp_path / "empty", "missing": tmp_path / "missing"})
+    with ModelServerProcess(embedded=True, extra_args=[f"--model_config_file={config}",
+                                                       "--file_system_poll_wait_seconds=1"]) as server:
+        log = server.log_text()
+        assert f"No versions of servable empty found under base path {tmp_path / 'empty'}" in log
+        assert f"base path {tmp_path / 'missing'} for servable missing does not exist" in log
+        assert get(server, "/v1/models/empty") == (404, {"error": "Could not find any versions of model empty"})
+        assert get(server, "/readyz") == (503, {"ready": False})
+        tf1_linear_model(tmp_path / "staging")
+        (tmp_path / "staging").rename(tmp_path / "missing")  # the base path appears, holding no version yet
+        tf1_linear_model(tmp_path / "empty" / "3")
+        wait_for(lambda: post(server, "empty:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]}),
+                 what="version 3 of `empty` to be served")
+
+
+def test_sigterm_drains_and_exits_zero(own_models):
+    with ModelServerProcess(embedded=True, model_name="linear", model_base_path=str(own_models / "linear")) as server:
+        assert post(server, "linear:predict", {"instances": [1.0]})[0] == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    assert "Shutting down: draining requests in flight" in server.log_text()
+    assert "Server stopped" in server.log_text()
