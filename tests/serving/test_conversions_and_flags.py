@@ -1,0 +1,242 @@
+"""Server pieces without a server: TF Serving's JSON rules, tensors, flags, config files, version policies."""
+from __future__ import annotations
+
+import base64
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import client, config
+from serving.server import flags, rest, tensors
+from serving.server.batching import BatchingOptions
+from serving.server.errors import HTTP_STATUS, ServingError
+from serving.server.protos import BatchingParameters
+from serving.server.servable import Signature
+from serving.server.source import apply_policy, list_versions
+
+FLOAT, INT64, INT32, STRING, BOOL = (types_pb2.DT_FLOAT, types_pb2.DT_INT64, types_pb2.DT_INT32,
+                                     types_pb2.DT_STRING, types_pb2.DT_BOOL)
+
+
+# --- JSON -> tensors ----------------------------------------------------------------------------------
+
+def test_json_numbers_become_the_signatures_dtype():
+    assert tensors.from_json([[1, 2.5]], FLOAT, "x").dtype == np.float32
+    assert tensors.from_json([1, 2], INT64, "x").tolist() == [1, 2]
+    assert tensors.from_json([1.0, 2.0], INT32, "x").dtype == np.int32  # integral floats are fine
+    assert tensors.from_json([True, False], BOOL, "x").tolist() == [True, False]
+
+
+@pytest.mark.parametrize("value, dtype, message", [
+    ([[1.0], [2.0, 3.0]], FLOAT, "ragged"),
+    ([["a"], ["b", "c"]], STRING, "ragged"),
+    (["a"], FLOAT, "is not of expected type: float"),
+    ([True], FLOAT, "is not of expected type: float"),
+    ([1.5], INT64, "is not of expected type: int64"),
+    ([{"b64": "aGk="}], FLOAT, "is not of expected type: float"),
+    ([1.0], STRING, "is not of expected type: string"),
+    ([{"b64": "not base64!"}], STRING, "Unable to base64 decode"),
+    ([1.0, 2.0], BOOL, "is not of expected type: bool"),
+])
+def test_json_values_of_the_wrong_kind_are_invalid_argument(value, dtype, message):
+    with pytest.raises(ServingError) as error:
+        tensors.from_json(value, dtype, "x")
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.message
+
+
+def test_strings_and_b64_objects_become_bytes():
+    array = tensors.from_json([["a", {"b64": "aGk="}]], STRING, "x")
+    assert array.dtype == object and array.tolist() == [[b"a", b"hi"]]
+
+
+def test_non_standard_json_numbers_are_accepted():
+    assert np.isnan(tensors.loads(b'{"x": NaN}')["x"])
+    assert tensors.loads(b'{"x": [Infinity, -Infinity]}')["x"] == [float("inf"), float("-inf")]
+
+
+def test_bad_json_is_invalid_argument():
+    with pytest.raises(ServingError, match="JSON Parse error"):
+        tensors.loads(b"{nope")
+
+
+# --- tensors -> JSON ----------------------------------------------------------------------------------
+
+def test_string_outputs_ending_in_bytes_are_base64_others_text():
+    assert tensors.to_json_value(np.array([b"hi"], dtype=object), "image_bytes") == [{"b64": "aGk="}]
+    assert tensors.to_json_value(np.array([b"hi"], dtype=object), "label") == ["hi"]
+
+
+def test_non_finite_outputs_are_written_as_tf_serving_writes_them():
+    array = np.array([np.nan, np.inf, 1.0], np.float32)
+    assert tensors.dumps_checked({"y": array}, [array]) == b'{"y": [NaN, Infinity, 1.0]}'
+
+
+def test_one_output_is_returned_without_its_name_several_by_name():
+    one = {"y": np.array([1.0, 2.0], np.float32)}
+    two = {"a": np.array([1, 2]), "b": np.array([[3], [4]])}
+    assert tensors.dumps(rest.rows_output(one)) == b'{"predictions":[1.0,2.0]}'
+    assert tensors.dumps(rest.rows_output(two)) == b'{"predictions":[{"a":1,"b":[3]},{"a":2,"b":[4]}]}'
+    assert tensors.dumps(rest.columns_output(one)) == b'{"outputs":[1.0,2.0]}'
+    assert tensors.dumps(rest.columns_output(two)) == b'{"outputs":{"a":[1,2],"b":[[3],[4]]}}'
+
+
+def test_row_outputs_with_different_batch_sizes_are_invalid():
+    with pytest.raises(ServingError, match="inconsistent batch size"):
+        rest.rows_output({"a": np.array([1, 2]), "b": np.array([1])})
+
+
+def signature(**inputs: int) -> Signature:
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    return Signature("s", "tensorflow/serving/predict",
+                     {k: meta_graph_pb2.TensorInfo(name=f"{k}:0", dtype=d) for k, d in inputs.items()}, {})
+
+
+def test_row_format_is_transposed_into_one_tensor_per_input():
+    inputs = rest.rows_to_inputs([{"a": 1.0, "b": "x"}, {"a": 2.0, "b": "y"}], signature(a=FLOAT, b=STRING))
+    assert inputs["a"].tolist() == [1.0, 2.0] and inputs["b"].tolist() == [b"x", b"y"]
+
+
+def test_row_format_objects_must_all_have_the_same_keys():
+    with pytest.raises(ServingError, match="Failed to process element: 1 of 'instances' list"):
+        rest.rows_to_inputs([{"a": 1.0}, {"b": 2.0}], signature(a=FLOAT, b=FLOAT))
+
+
+def test_plain_instances_need_a_single_input_signature():
+    with pytest.raises(ServingError, match="each element of 'instances' must be a JSON object"):
+        rest.rows_to_inputs([1.0], signature(a=FLOAT, b=FLOAT))
+
+
+# --- gRPC tensors -------------------------------------------------------------------------------------
+
+@given(hnp.arrays(st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.bool_]),
+                  hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
+def test_numeric_tensor_protos_round_trip(array):
+    back = tensors.to_ndarray(tensors.to_tensor_proto(array))
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def test_string_tensor_protos_round_trip():
+    array = np.array([[b"a", b""], [b"\x00\xff", b"bc"]], dtype=object)
+    assert tensors.to_ndarray(tensors.to_tensor_proto(array)).tolist() == array.tolist()
+
+
+def test_grpc_codes_map_to_tf_servings_http_statuses():
+    expected = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401,
+                "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "ABORTED": 409,
+                "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "UNKNOWN": 500, "INTERNAL": 500, "DATA_LOSS": 500,
+                "UNIMPLEMENTED": 501, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
+    assert {code.name: HTTP_STATUS[code] for code in grpc.StatusCode if code.name in expected} == expected
+
+
+# --- the client's conversions -------------------------------------------------------------------------
+
+def test_client_sends_bytes_as_b64_and_reads_them_back():
+    sent = client._to_json(np.array([b"\x00\xff"], dtype=object))
+    assert sent == [{"b64": base64.b64encode(b"\x00\xff").decode()}]
+    assert client._from_json(sent).tolist() == [b"\x00\xff"]
+
+
+def test_client_builds_tf_examples_of_the_right_feature_kinds():
+    example = client.example({"f": 1.5, "i": [1, 2], "s": "a", "b": b"\x00"})
+    features = example.features.feature
+    assert features["f"].float_list.value == [1.5] and features["i"].int64_list.value == [1, 2]
+    assert features["s"].bytes_list.value == [b"a"] and features["b"].bytes_list.value == [b"\x00"]
+
+
+# --- flags --------------------------------------------------------------------------------------------
+
+def test_flags_have_tf_servings_defaults():
+    args = flags.parse([])
+    assert (args.port, args.rest_api_port, args.model_name, args.model_base_path) == (8500, 0, "default", "")
+    assert (args.file_system_poll_wait_seconds, args.model_config_file_poll_wait_seconds) == (1, 0)
+    assert (args.max_num_load_retries, args.load_retry_interval_micros) == (5, 60_000_000)
+    assert args.enable_model_warmup is True and args.enable_batching is False and args.saved_model_tags == "serve"
+    assert (args.rest_api_timeout_in_ms, args.num_request_iterations_for_warmup) == (30000, 0)
+    assert args.rest_api_num_threads == args.grpc_max_threads == 4 * flags.CPUS
+    assert args.allow_version_labels_for_unavailable_models is False
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--enable_batching"], True), (["--enable_batching=true"], True), (["--enable_batching=false"], False),
+    (["--enable_batching", "false"], False), (["--enable_batching=1"], True),
+])
+def test_boolean_flags_take_every_tf_serving_form(argv, expected):
+    assert flags.parse(argv).enable_batching is expected
+
+
+def test_value_flags_take_equals_or_a_space():
+    args = flags.parse(["--port=9000", "--rest_api_port", "9001"])
+    assert (args.port, args.rest_api_port) == (9000, 9001)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no_such_flag=1"], "unrecognized arguments"),
+    (["--port_typo=1"], "unrecognized arguments"),
+    (["--platform_config_file=x"], "not supported by tfzoo-model-server"),
+    (["--per_process_gpu_memory_fraction=0.5"], "not supported by tfzoo-model-server"),
+    (["--batching_parameters_file=b.txt"], "without --enable_batching"),
+    (["--port=9000", "--rest_api_port=9000"], "cannot be the same"),
+])
+def test_unknown_and_unsupported_flags_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        flags.parse(argv)
+    assert exit_.value.code != 0 and message in capsys.readouterr().err
+
+
+# --- config files and version policies ----------------------------------------------------------------
+
+def model_config(policy: str = "") -> model_server_config_pb2.ModelConfig:
+    return text_format.Parse(f'name: "m" base_path: "/m" {policy}', model_server_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("", [7]),
+    ("model_version_policy { latest { num_versions: 2 } }", [3, 7]),
+    ("model_version_policy { all {} }", [1, 3, 7]),
+    ("model_version_policy { specific { versions: 1 versions: 9 } }", [1]),
+])
+def test_version_policies_pick_their_versions(policy, expected):
+    assert sorted(apply_policy(model_config(policy), {1: "/m/1", 3: "/m/3", 7: "/m/7"})) == expected
+
+
+def test_only_integer_subdirectories_are_versions(tmp_path):
+    for name in ("1", "0042", "tmp", "1.5", "-3"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert list_versions(str(tmp_path)) == {1: str(tmp_path / "1"), 42: str(tmp_path / "0042")}
+    assert list_versions(str(tmp_path / "missing")) is None
+
+
+def test_unparseable_config_fails_with_tf_servings_message():
+    with pytest.raises(config.ConfigError, match="^Error parsing text-format tensorflow.serving.ModelServerConfig: "):
+        config.parse_text("improperly formatted file", config.ModelServerConfig)
+
+
+def test_a_models_config_written_for_a_models_dir_reads_back(tmp_path):
+    (tmp_path / "a" / "1").mkdir(parents=True)
+    (tmp_path / "b" / "tmp").mkdir(parents=True)  # no integer version: not a model
+    parsed = config.read_model_server_config(config.write_models_config(tmp_path))
+    assert [(c.name, c.base_path) for c in parsed.model_config_list.config] == [("a", str(tmp_path / "a"))]
+
+
+def test_unset_batching_fields_take_tf_defaults():
+    options = BatchingOptions.from_proto(BatchingParameters())
+    assert (options.max_batch_size, options.batch_timeout_micros, options.max_enqueued_batches) == (1000, 0, 10)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 2", "monotonically increasing"),
+    ("max_batch_size { value: 8 } allowed_batch_sizes: 2 allowed_batch_sizes: 4", "must match max_batch_size"),
+])
+def test_allowed_batch_sizes_are_validated(text, message):
+    with pytest.raises(ValueError, match=message):
+        BatchingOptions.from_proto(text_format.Parse(text, BatchingParameters()))
