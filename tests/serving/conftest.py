@@ -39,7 +39,7 @@ def own_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def own_server(own_models, tmp_path_factory):
-    """One server for most tests: every own model, a Unix socket, Prometheus metrics, 1 s polling."""
+    """One server for most tests: every own model, a Unix socket, Prometheus metrics, CORS, 1 s polling."""
     files = tmp_path_factory.mktemp("own_server")
     (files / "monitoring.txt").write_text(MONITORING)
     models = {name: own_models / name for name in ("linear", "two_versions", "rolling", "image",
@@ -51,6 +51,7 @@ def own_server(own_models, tmp_path_factory):
     with ModelServerProcess(embedded=True, extra_args=[
         f"--model_config_file={path}", "--file_system_poll_wait_seconds=1", "--max_num_load_retries=0",
         f"--grpc_socket_path={socket_path}", f"--monitoring_config_file={files / 'monitoring.txt'}",
+        "--rest_api_enable_cors_support",
     ]) as process:
         process.socket_path = socket_path
         yield process

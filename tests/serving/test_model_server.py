@@ -190,6 +190,15 @@ def test_prometheus_metrics_use_tf_servings_names(own_server):
     assert ':tensorflow:serving:request_latency_bucket{model_name="linear",API="predict",entrypoint="REST"' in text
 
 
+def test_cors_support_answers_preflights_and_marks_every_answer(own_server):
+    url = f"http://127.0.0.1:{own_server.rest_port}/v1/models/linear:predict"
+    preflight = requests.options(url, timeout=30)
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-methods"] == "POST, GET"
+    assert preflight.headers["access-control-allow-headers"] == "Content-Type"
+    assert requests.post(url, json={"instances": [1.0]}, timeout=30).headers["access-control-allow-origin"] == "*"
+
+
 def test_warmup_records_are_replayed_before_the_version_is_available(own_server):
     log = own_server.log_text()
     warmed = log.index("Number of warmup records read: 2")
