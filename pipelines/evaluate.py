@@ -29,7 +29,10 @@ def evaluate(version_dir: Path, *, dataset: str | None = None, split: str = "tes
     card = exporter.read_model_card(version_dir)
     task = tasks.get(card["task"])
     loaded = tf.saved_model.load(str(version_dir))
-    ds = data.load(dataset or card["dataset"], split, batch_size=batch_size, data_dir=data_dir, cache=False)
+    dataset = dataset or card["dataset"]
+    # A task whose data is not (x, y) pairs of one dataset reads its own evaluation batches.
+    load = getattr(task, "load_evaluation", None) or data.load
+    ds = load(dataset, split, batch_size=batch_size, data_dir=data_dir, cache=False)
     return {"version_dir": str(version_dir), "split": split, **task.evaluate_export(loaded, ds)}
 
 

@@ -24,10 +24,6 @@ import zoo
 from pipelines import data, paths, tasks
 from pipelines import export as exporter
 
-VALIDATION_SPLIT = "train[90%:]"
-TRAIN_SPLIT = "train[:90%]"
-TEST_SPLIT = "test"
-
 
 @dataclasses.dataclass
 class RunResult:
@@ -81,22 +77,13 @@ def train(
     run_id = run_id or make_run_id()
     run_dir = paths.runs_dir(runs_dir) / model_name / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = {"model": model_name, "run_id": run_id, "dataset": dataset, "hparams": hparams,
-              "recipe": recipe, "strategy": strategy, "seed": seed,
-              "splits": {"train": TRAIN_SPLIT, "validation": VALIDATION_SPLIT, "test": TEST_SPLIT}}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-
     dist = make_strategy(strategy)
     batch_size = recipe["batch_size"]
-    load = dict(batch_size=batch_size, data_dir=data_dir)
-    eval_preprocess = task.preprocess(spec, recipe, training=False)
-    train_ds = data.load(dataset, TRAIN_SPLIT, shuffle=True, seed=seed,
-                         preprocess=task.preprocess(spec, recipe, training=True), **load)
-    val_ds = data.load(dataset, VALIDATION_SPLIT, preprocess=eval_preprocess, **load)
-    test_ds = data.load(dataset, TEST_SPLIT, preprocess=eval_preprocess, **load)
-    steps_per_epoch = int(train_ds.cardinality())
-    # From its own uncached pipeline: abandoning an iterator of a cached dataset half-way truncates the cache.
-    sample_batch = next(iter(data.load(dataset, VALIDATION_SPLIT, preprocess=eval_preprocess, cache=False, **load)))
+    splits = tasks.load_splits(task, spec, recipe, dataset, data_dir=data_dir, seed=seed)
+    steps_per_epoch, sample_batch = splits.steps_per_epoch, splits.sample_batch
+    config = {"model": model_name, "run_id": run_id, "dataset": dataset, "hparams": hparams,
+              "recipe": recipe, "strategy": strategy, "seed": seed, "splits": splits.names}
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     with dist.scope():
         model = zoo.build(model_name, **hparams)
@@ -119,10 +106,11 @@ def train(
 
     start = time.perf_counter()
     # shuffle=False: the tf.data pipeline already reshuffles each epoch; Keras cannot shuffle a Dataset.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=recipe["epochs"], shuffle=False,
-                        callbacks=callbacks, verbose=verbose)
+    # steps_per_epoch is passed so that tasks whose train pipeline repeats (step-based recipes) work too.
+    history = model.fit(splits.train, validation_data=splits.validation, epochs=recipe["epochs"],
+                        steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
-    test = model.evaluate(test_ds, return_dict=True, verbose=0)
+    test = model.evaluate(splits.test, return_dict=True, verbose=0)
 
     epochs_run = len(history.history.get("loss", []))  # fewer than recipe["epochs"] after a resume
     metrics = {
@@ -132,7 +120,7 @@ def train(
         "epochs_this_session": epochs_run,
         "train_seconds": round(train_seconds, 2),
         "train_examples_per_second": round(epochs_run * steps_per_epoch * batch_size / max(train_seconds, 1e-9), 1),
-        "test_split": TEST_SPLIT,
+        "test_split": splits.names["test"],
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
@@ -171,9 +159,8 @@ def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None,
     model.load_weights(str(checkpoints[epoch]))
     task = tasks.get(spec.task)
     recipe = config["recipe"]
-    sample_batch = next(iter(data.load(config["dataset"], VALIDATION_SPLIT, batch_size=recipe["batch_size"],
-                                       preprocess=task.preprocess(spec, recipe, training=False), cache=False,
-                                       data_dir=data_dir)))
+    sample_batch = tasks.load_splits(task, spec, recipe, config["dataset"], data_dir=data_dir,
+                                     seed=config.get("seed", 0)).sample_batch
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     return export_model(model, spec, config["hparams"], sample_batch, models_dir,

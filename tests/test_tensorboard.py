@@ -5,6 +5,7 @@ import time
 
 import pytest
 import requests
+
 from serving.launch import free_port
 
 pytestmark = pytest.mark.integration

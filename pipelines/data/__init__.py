@@ -2,22 +2,38 @@
 
 A tfzoo dataset name `x` means tfzoo's offline builder `tfzoo_x` when there is one, else the TFDS
 catalog's `x` (which downloads, where the machine can). `tfds:x` always means the catalog's `x`.
+Every module of this package is searched for builders named `tfzoo_*`: a new offline dataset
+appears by adding its file.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import pkgutil
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pipelines import paths
-from pipelines.data.fashion_mnist import MissingDataError, TfzooFashionMnist
-from pipelines.data.synthetic import TfzooSyntheticFashionMnist
+from pipelines.data.fashion_mnist import MissingDataError
 
-OFFLINE_BUILDERS = {
-    "fashion_mnist": TfzooFashionMnist,
-    "synthetic_fashion_mnist": TfzooSyntheticFashionMnist,
-}
+PREFIX = "tfzoo_"
+
+
+def _offline_builders() -> dict[str, type[tfds.core.DatasetBuilder]]:
+    """tfzoo name -> builder class, for every `tfzoo_*` builder defined in this package."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, tfds.core.DatasetBuilder) and cls.__module__ == module.__name__
+                    and cls.name.startswith(PREFIX)):
+                found[cls.name[len(PREFIX):]] = cls
+    return found
+
+
+OFFLINE_BUILDERS = _offline_builders()
 
 __all__ = ["MissingDataError", "OFFLINE_BUILDERS", "builder", "load", "list_datasets"]
 

@@ -1,22 +1,89 @@
 """Tasks: what a kind of problem adds around a model (loss, metrics, TensorBoard extras, signatures).
 
-Each task module provides:
+The task named `x` in `zoo.TASKS` lives in `pipelines/tasks/x.py`. Each task module provides:
   preprocess(spec, recipe, training) -> fn(x, y) -> (x, y)   on batches from `pipelines.data.load`
   compile(model, spec, recipe, steps_per_epoch)       loss, metrics, optimizer with its schedule
   callbacks(spec, run_dir, sample_batch) -> [Callback]   TensorBoard extras
-  signatures(model, spec) -> {name: tf.function}      the SavedModel's serving signatures
+  signatures(model, spec, hparams) -> {name: tf.function}   the SavedModel's serving signatures
   warmup_requests(spec, sample_batch) -> [(signature_name, {input: ndarray})]
+  evaluate_export(loaded, ds) -> {metric: value}       metrics of an exported SavedModel on raw batches
+and may provide
+  load_splits(spec, recipe, dataset, *, data_dir, seed) -> Splits
+                                                      when its data is not (x, y) batches of one dataset
+                                                      (default: `default_load_splits`)
+  load_evaluation(dataset, split, *, batch_size, data_dir, cache) -> tf.data.Dataset
+                                                      the raw batches `evaluate_export` reads
+                                                      (default: `pipelines.data.load`)
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.util
+import os
 from types import ModuleType
 
-_MODULES = {"image_classification": "pipelines.tasks.image_classification"}
+import tensorflow as tf
+
+import zoo
+from pipelines import data
+
+TRAIN_SPLIT = "train[:90%]"
+VALIDATION_SPLIT = "train[90%:]"
+TEST_SPLIT = "test"
+
+
+@dataclasses.dataclass
+class Splits:
+    """The pipelines a run trains, validates and tests on, and one batch for TensorBoard and warmup.
+
+    `validation` may be None (no validation pass); `steps_per_epoch` is the number of train batches
+    per epoch (Keras's `steps_per_epoch` when `train` repeats); `names` records the split names.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset
+    sample_batch: object
+    steps_per_epoch: int
+    names: dict
+
+
+def implemented() -> list[str]:
+    """Tasks with a pipeline module."""
+    return [t for t in zoo.TASKS if importlib.util.find_spec(f"{__name__}.{t}") is not None]
 
 
 def get(task: str) -> ModuleType:
     """The task module for `task` (a name from `zoo.TASKS`)."""
-    if task not in _MODULES:
-        raise NotImplementedError(f"task {task!r} has no pipeline yet; implemented: {sorted(_MODULES)}")
-    return importlib.import_module(_MODULES[task])
+    if task not in zoo.TASKS or importlib.util.find_spec(f"{__name__}.{task}") is None:
+        raise NotImplementedError(f"task {task!r} has no pipeline yet; implemented: {implemented()}")
+    return importlib.import_module(f"{__name__}.{task}")
+
+
+def default_load_splits(task: ModuleType, spec: zoo.ModelSpec, recipe: dict, dataset: str, *,
+                        data_dir: str | os.PathLike | None, seed: int) -> Splits:
+    """(x, y) batches of `dataset`: train = first 90% of `train`, validation = the rest, test = `test`."""
+    load = dict(batch_size=recipe["batch_size"], data_dir=data_dir)
+    eval_preprocess = task.preprocess(spec, recipe, training=False)
+    train_ds = data.load(dataset, TRAIN_SPLIT, shuffle=True, seed=seed,
+                         preprocess=task.preprocess(spec, recipe, training=True), **load)
+    # From its own uncached pipeline: abandoning an iterator of a cached dataset half-way truncates the cache.
+    sample_batch = next(iter(data.load(dataset, VALIDATION_SPLIT, preprocess=eval_preprocess, cache=False, **load)))
+    return Splits(
+        train=train_ds,
+        validation=data.load(dataset, VALIDATION_SPLIT, preprocess=eval_preprocess, **load),
+        test=data.load(dataset, TEST_SPLIT, preprocess=eval_preprocess, **load),
+        sample_batch=sample_batch,
+        steps_per_epoch=int(train_ds.cardinality()),
+        names={"train": TRAIN_SPLIT, "validation": VALIDATION_SPLIT, "test": TEST_SPLIT},
+    )
+
+
+def load_splits(task: ModuleType, spec: zoo.ModelSpec, recipe: dict, dataset: str, *,
+                data_dir: str | os.PathLike | None = None, seed: int = 0) -> Splits:
+    """The task's own `load_splits` if it has one, else `default_load_splits`."""
+    loader = getattr(task, "load_splits", None)
+    if loader is None:
+        return default_load_splits(task, spec, recipe, dataset, data_dir=data_dir, seed=seed)
+    return loader(spec, recipe, dataset, data_dir=data_dir, seed=seed)
