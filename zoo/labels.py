@@ -12,3 +12,7 @@ FASHION_MNIST_LABELS = (
     "Bag",
     "Ankle boot",
 )
+
+# The 77 characters of the Shakespeare character corpus (pipelines/data/shakespeare.py), sorted:
+# the vocabulary of the character language models, checked against the data by the tests.
+SHAKESPEARE_CHARS = tuple("\n !\"&'(),-.12345678:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz{")
