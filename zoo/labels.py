@@ -16,3 +16,8 @@ FASHION_MNIST_LABELS = (
 # The 77 characters of the Shakespeare character corpus (pipelines/data/shakespeare.py), sorted:
 # the vocabulary of the character language models, checked against the data by the tests.
 SHAKESPEARE_CHARS = tuple("\n !\"&'(),-.12345678:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz{")
+
+# The procedural shapes dataset (pipelines/data/shapes.py): object classes, and the segmentation
+# classes (mask pixel value = index, 0 = background).
+SHAPES_LABELS = ("circle", "square", "triangle")
+SHAPES_SEGMENTATION_LABELS = ("background", *SHAPES_LABELS)
