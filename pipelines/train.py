@@ -87,6 +87,7 @@ def train(
 
     with dist.scope():
         model = zoo.build(model_name, **hparams)
+        tasks.adapt(task, model, splits)
         task.compile(model, spec, recipe, steps_per_epoch)
 
     hp_values = {f"model.{k}": _hp_value(v) for k, v in hparams.items()}
@@ -156,11 +157,12 @@ def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None,
         raise FileNotFoundError(f"run {run_dir} has no checkpoint of epoch {epoch}; it has {sorted(checkpoints)}")
     spec = zoo.get(model_name)
     model = zoo.build(model_name, **config["hparams"])
-    model.load_weights(str(checkpoints[epoch]))
     task = tasks.get(spec.task)
     recipe = config["recipe"]
-    sample_batch = tasks.load_splits(task, spec, recipe, config["dataset"], data_dir=data_dir,
-                                     seed=config.get("seed", 0)).sample_batch
+    splits = tasks.load_splits(task, spec, recipe, config["dataset"], data_dir=data_dir, seed=config.get("seed", 0))
+    tasks.adapt(task, model, splits)  # vocabularies are not in the weights file
+    model.load_weights(str(checkpoints[epoch]))
+    sample_batch = splits.sample_batch
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     return export_model(model, spec, config["hparams"], sample_batch, models_dir,

@@ -14,6 +14,8 @@ and may provide
   load_evaluation(dataset, split, *, batch_size, data_dir, cache) -> tf.data.Dataset
                                                       the raw batches `evaluate_export` reads
                                                       (default: `pipelines.data.load`)
+  adapt(model, splits)                                fit preprocessing layers (e.g. a vocabulary) on the
+                                                      train split, after the model is built, before compile
 """
 from __future__ import annotations
 
@@ -87,3 +89,10 @@ def load_splits(task: ModuleType, spec: zoo.ModelSpec, recipe: dict, dataset: st
     if loader is None:
         return default_load_splits(task, spec, recipe, dataset, data_dir=data_dir, seed=seed)
     return loader(spec, recipe, dataset, data_dir=data_dir, seed=seed)
+
+
+def adapt(task: ModuleType, model, splits: Splits) -> None:
+    """Run the task's `adapt` (preprocessing layers fitted on the train split), if it has one."""
+    adapt_fn = getattr(task, "adapt", None)
+    if adapt_fn is not None:
+        adapt_fn(model, splits)
