@@ -69,6 +69,7 @@ def train(
     """Train zoo model `model_name`, evaluate it on the test split and export it; return the run."""
     spec = zoo.get(model_name)
     hparams = spec.resolve_hparams(overrides)
+    spec = dataclasses.replace(spec, hparams=hparams)  # as this run sets it: tasks read the hparams from the spec
     recipe = {**spec.train, **{k: v for k, v in (recipe_overrides or {}).items() if v is not None}}
     dataset = dataset or spec.default_dataset
     task = tasks.get(spec.task)
@@ -155,7 +156,7 @@ def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None,
     epoch = max(checkpoints) if epoch is None else epoch
     if epoch not in checkpoints:
         raise FileNotFoundError(f"run {run_dir} has no checkpoint of epoch {epoch}; it has {sorted(checkpoints)}")
-    spec = zoo.get(model_name)
+    spec = dataclasses.replace(zoo.get(model_name), hparams=config["hparams"])
     model = zoo.build(model_name, **config["hparams"])
     task = tasks.get(spec.task)
     recipe = config["recipe"]

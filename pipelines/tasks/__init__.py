@@ -1,6 +1,7 @@
 """Tasks: what a kind of problem adds around a model (loss, metrics, TensorBoard extras, signatures).
 
-The task named `x` in `zoo.TASKS` lives in `pipelines/tasks/x.py`. Each task module provides:
+The task named `x` in `zoo.TASKS` lives in `pipelines/tasks/x.py`. Its hooks get the run's spec, whose
+`hparams` are this run's (defaults merged with overrides). Each task module provides:
   preprocess(spec, recipe, training) -> fn(x, y) -> (x, y)   on batches from `pipelines.data.load`
   compile(model, spec, recipe, steps_per_epoch)       loss, metrics, optimizer with its schedule
   callbacks(spec, run_dir, sample_batch) -> [Callback]   TensorBoard extras
