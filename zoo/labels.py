@@ -17,7 +17,8 @@ FASHION_MNIST_LABELS = (
 # the vocabulary of the character language models, checked against the data by the tests.
 SHAKESPEARE_CHARS = tuple("\n !\"&'(),-.12345678:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz{")
 
-# The procedural shapes dataset (pipelines/data/shapes.py): object classes, and the segmentation
-# classes (mask pixel value = index, 0 = background).
+# The procedural shapes dataset (pipelines/data/shapes.py): image size, object classes, and the
+# segmentation classes (mask pixel value = index, 0 = background).
+SHAPES_IMAGE_SIZE = 64
 SHAPES_LABELS = ("circle", "square", "triangle")
 SHAPES_SEGMENTATION_LABELS = ("background", *SHAPES_LABELS)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from zoo.labels import SHAPES_IMAGE_SIZE as IMAGE_SIZE
 from zoo.labels import SHAPES_LABELS
 
-IMAGE_SIZE = 64
 MAX_OBJECTS = 4
 MAX_OVERLAP = 1 / 3  # intersection over the smaller box, between any two shapes
 SPLITS = {"train": (5000, 0), "test": (500, 1)}  # examples, seed
