@@ -37,8 +37,8 @@ def preprocess(spec: ModelSpec, recipe: dict, training: bool):
     return fn
 
 
-def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """AdamW with linear warmup then cosine decay over the run; sparse CE (+ label smoothing)."""
+def optimizer(recipe: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW with linear warmup then cosine decay over the run (the recipe's epochs, rate, decay)."""
     total = max(1, recipe["epochs"] * steps_per_epoch)
     warmup = int(recipe["warmup_epochs"] * steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -47,7 +47,11 @@ def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: 
         warmup_target=recipe["learning_rate"] if warmup else None,
         warmup_steps=warmup,
     )
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"])
+    return keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"])
+
+
+def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
+    """`optimizer`; sparse CE (+ label smoothing); accuracy."""
     smoothing = recipe["label_smoothing"]
     if smoothing:
         num_classes = model.output_shape[-1]
@@ -58,7 +62,7 @@ def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: 
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(
-        optimizer=optimizer,
+        optimizer=optimizer(recipe, steps_per_epoch),
         loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=bool(recipe["jit_compile"]),
@@ -121,20 +125,27 @@ def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
     def serving_default(image):
         return {"probabilities": model(image, training=False)}
 
-    def decode(data):
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-        image = tf.cast(image, tf.float32) / 255.0
-        return tf.image.resize(image, [height, width])
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def encoded_image(image_bytes):
-        images = tf.map_fn(
-            decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
-        )
+        images, _ = decode_images(image_bytes, height, width, channels)
         scores, ids = tf.math.top_k(model(images, training=False), k=k)
         return {"top_k_labels": tf.gather(labels, ids), "top_k_scores": scores, "top_k_ids": ids}
 
     return {"serving_default": serving_default, "encoded_image": encoded_image}
+
+
+def decode_images(image_bytes: tf.Tensor, height: int, width: int, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Encoded images (PNG/JPEG/GIF/BMP, any size) -> float32 [N, height, width, channels] in [0, 1], and each
+    image's original (height, width) as int32 [N, 2]. Grayscale/RGBA convert to `channels`; bytes that are not
+    an image raise InvalidArgumentError (a server answers INVALID_ARGUMENT)."""
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [height, width])
+        return resized, tf.shape(image)[:2]
+
+    return tf.map_fn(decode, image_bytes, fn_output_signature=(
+        tf.TensorSpec([height, width, channels], tf.float32), tf.TensorSpec([2], tf.int32)))
 
 
 def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
