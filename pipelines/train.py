@@ -137,8 +137,9 @@ def export_model(model: keras.Model, spec: zoo.ModelSpec, hparams: dict, sample_
                  card: dict) -> Path:
     """Export `model` with its task's signatures, a model card and warmup requests from `sample_batch`."""
     task = tasks.get(spec.task)
+    extra = getattr(task, "model_card", None)  # optional task hook: what a client needs to know (e.g. limits)
     card = {"name": spec.name, "task": spec.task, "hparams": hparams, "labels": list(spec.labels),
-            "input": spec.input_spec, **card}
+            "input": spec.input_spec, **(extra(spec, hparams, model) if extra else {}), **card}
     return exporter.export(model, task.signatures(model, spec, hparams), paths.models_dir(models_dir) / spec.name,
                            model_card=card, warmup_requests=task.warmup_requests(spec, sample_batch))
 

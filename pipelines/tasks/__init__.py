@@ -15,6 +15,7 @@ and may provide
   load_evaluation(dataset, split, *, batch_size, data_dir, cache) -> tf.data.Dataset
                                                       the raw batches `evaluate_export` reads
                                                       (default: `pipelines.data.load`)
+  model_card(spec, hparams, model) -> dict           entries added to the exported model card
   adapt(model, splits)                                fit preprocessing layers (e.g. a vocabulary) on the
                                                       train split, after the model is built, before compile
 """
