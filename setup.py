@@ -25,6 +25,8 @@ setup(
         "httptools>=0.6,<1",
         "uvloop>=0.19,<1",
         "importlib_resources>=6,<8",  # tensorflow-datasets imports it without declaring it
+        "statsmodels>=0.14,<0.16",  # ships the real time series (Mauna Loa CO2, sunspots) the forecaster trains on
+        "matplotlib>=3.8,<4",  # confusion matrices and forecast plots in TensorBoard
     ],
     extras_require={
         "test": [
