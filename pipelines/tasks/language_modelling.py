@@ -1,0 +1,368 @@
+"""Language modelling: next-character cross-entropy, step-based training, and generation inside the SavedModel.
+
+Data: a dataset whose splits hold text (`tfzoo_shakespeare_char`, or any TFDS dataset with a "text"
+feature and train/validation splits), tokenized by the model's vocabulary (its spec's `labels`).
+Training batches are windows at random offsets of the train text, as nanoGPT's get_batch draws them;
+validation is `eval_batches` fixed random batches of the validation text (nanoGPT's eval: mean loss over
+20 batches); the test is every non-overlapping window of the validation text. The recipe is step-based:
+`steps_per_epoch` x `epochs` iterations; the learning rate warms up linearly for `warmup_steps`, then decays
+by a cosine to `min_learning_rate` (AdamW; no weight decay on biases and LayerNorm; global-norm clipping).
+TensorBoard: loss and learning rate per step (train/step_loss, train/learning_rate), a generated sample per
+epoch (validation/sample, a text summary).
+
+Signatures (the whole decoding loop runs inside the graph: one request generates the whole text):
+  generate            prompt string [N], max_new_tokens int32 [N], temperature float32 [N], top_k int32 [N],
+                      seed int64 [N]  ->  generated string [N], prompt_tokens int32 [N]
+                      With a key/value cache (gpt) or the recurrent state (char_rnn).
+  generate_no_cache   (models with a context limit) the same, recomputing the whole context at every step.
+  score               text string [N] -> loss float32 [N] (mean next-character cross-entropy), tokens int32 [N]
+Generation rules (also in the model card, `generation`):
+  - the prompt must be valid UTF-8 made of vocabulary characters (else INVALID_ARGUMENT); an empty prompt
+    starts from "\\n", as nanoGPT's sampler does;
+  - a prompt longer than the context keeps its last `context` characters (truncated from the left;
+    `prompt_tokens` says how many were read); char_rnn's context is `MAX_PROMPT_TOKENS`;
+  - 0 <= max_new_tokens <= MAX_NEW_TOKENS, temperature > 0, top_k >= 0 (0 = the whole vocabulary; above the
+    vocabulary size = the whole vocabulary), else INVALID_ARGUMENT; the same seed gives the same text;
+  - past the context: with the cache, when all `block_size` slots are full the cache is rebuilt from the last
+    block_size/2 tokens (one re-prefill every block_size/2 tokens); without it, every step reads the last
+    block_size tokens (nanoGPT's crop).
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipelines import data
+from pipelines.data.shakespeare import split_text
+from zoo import ModelSpec
+
+MAX_NEW_TOKENS = 1024
+MAX_PROMPT_TOKENS = 4096  # the prompt cap of models without a context limit (char_rnn)
+SAMPLE_TOKENS = 200  # per epoch, in TensorBoard
+EVAL_CHUNK_CHARS = 4096  # `tfzoo evaluate` scores the split in chunks of this many characters
+DEFAULT_PROMPT = "\n"
+
+
+def vocabulary(spec: ModelSpec) -> str:
+    """The model's characters, in token-id order."""
+    return "".join(spec.labels)
+
+
+def encode(text: str, chars: str) -> np.ndarray:
+    """Token ids of `text` (int32), or a ValueError naming the characters outside `chars`."""
+    index = {c: i for i, c in enumerate(chars)}
+    unknown = sorted(set(text) - set(index))
+    if unknown:
+        raise ValueError(f"the text has {len(unknown)} characters outside the model's vocabulary: {unknown[:10]}; "
+                         "train on a dataset within the vocabulary or register a model with its characters")
+    return np.fromiter((index[c] for c in text), dtype=np.int32, count=len(text))
+
+
+def windows(ids: tf.Tensor, starts: tf.Tensor, length: int):
+    """(inputs, targets) [B, length] from the windows of `ids` starting at `starts` [B]."""
+    tokens = tf.gather(ids, tf.cast(starts, tf.int32)[:, None] + tf.range(length + 1)[None, :])
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def load_splits(spec: ModelSpec, recipe: dict, dataset: str, *, data_dir: str | os.PathLike | None,
+                seed: int):
+    """Random-offset train windows (repeating), fixed random validation batches, every test window."""
+    from pipelines import tasks
+
+    builder = data.builder(dataset, data_dir)
+    chars = vocabulary(spec)
+    train_ids = tf.constant(encode(split_text(builder, "train"), chars))
+    validation = encode(split_text(builder, "validation"), chars)
+    length, batch = recipe["sequence_length"], recipe["batch_size"]
+    validation_ids = tf.constant(validation)
+
+    def draw(starts):
+        return windows(train_ids, tf.math.floormod(starts, int(train_ids.shape[0]) - length), length)
+
+    train = tf.data.Dataset.random(seed=seed).batch(batch).map(draw).prefetch(tf.data.AUTOTUNE)
+    rng = np.random.default_rng(seed + 1)
+    eval_starts = rng.integers(0, len(validation) - length, (recipe["eval_batches"], batch))
+    val = tf.data.Dataset.from_tensor_slices(eval_starts).map(lambda s: windows(validation_ids, s, length))
+    test_starts = np.arange(0, len(validation) - length, length)
+    test = tf.data.Dataset.from_tensor_slices(test_starts).batch(batch).map(lambda s: windows(validation_ids, s,
+                                                                                              length))
+    sample_batch = next(iter(val))
+    return tasks.Splits(
+        train=train, validation=val.cache(), test=test.cache(), sample_batch=sample_batch,
+        steps_per_epoch=recipe["steps_per_epoch"],
+        names={"train": f"train (random windows of {length})",
+               "validation": f"validation ({recipe['eval_batches']} fixed random batches of {batch})",
+               "test": f"validation (all {len(test_starts)} non-overlapping windows of {length})"},
+    )
+
+
+def load_evaluation(dataset: str, split: str, *, batch_size: int, data_dir=None, cache: bool = True):
+    """The split's text in chunks of `EVAL_CHUNK_CHARS` characters, batched: what `evaluate_export` scores."""
+    text = split_text(data.builder(dataset, data_dir), split)
+    chunks = [text[i:i + EVAL_CHUNK_CHARS] for i in range(0, len(text), EVAL_CHUNK_CHARS)]
+    return tf.data.Dataset.from_tensor_slices([c for c in chunks if len(c) > 1]).batch(batch_size)
+
+
+def preprocess(spec: ModelSpec, recipe: dict, training: bool):
+    """Batches are already token windows (see `load_splits`)."""
+    return lambda x, y: (x, y)
+
+
+def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
+    """AdamW, linear warmup then cosine decay to min_learning_rate, clipping; next-token cross-entropy."""
+    context = getattr(model, "context_size", None)
+    if context is not None and recipe["sequence_length"] > context:
+        raise ValueError(f"sequence_length={recipe['sequence_length']} exceeds the model's context of {context}: "
+                         f"--set sequence_length={context} (or a larger block_size)")
+    total = max(1, recipe["epochs"] * steps_per_epoch)
+    warmup = min(recipe["warmup_steps"], total - 1)
+    peak = recipe["learning_rate"]
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else peak, decay_steps=max(1, total - warmup), alpha=recipe["min_learning_rate"] / peak,
+        warmup_target=peak if warmup else None, warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], beta_2=recipe["beta_2"],
+                                       global_clipnorm=recipe["clipnorm"])
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=bool(recipe["jit_compile"]))
+
+
+class StepSummaries(keras.callbacks.Callback):
+    """Loss and learning rate of every training step, as TensorBoard scalars over the global step.
+
+    Keras reports the epoch's running mean after each batch; the batch's own loss is recovered from two
+    consecutive means (mean_k * k - mean_{k-1} * (k - 1)).
+    """
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.previous = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.previous = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        step = int(self.model.optimizer.iterations.numpy())
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("step_loss", mean * (batch + 1) - self.previous * batch)
+            tf.summary.scalar("learning_rate", float(self.model.optimizer.learning_rate))
+        self.previous = mean
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
+
+
+class SampleText(keras.callbacks.Callback):
+    """A generated sample per epoch (prompt from the validation data), as a TensorBoard text summary."""
+
+    def __init__(self, log_dir: str, chars: str, prompt: str):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.chars, self.prompt = chars, prompt
+
+    def on_epoch_end(self, epoch, logs=None):
+        generate = generation_function(self.model, self.chars, use_cache=True)
+        out = generate(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
+                       tf.constant([0]), tf.constant([epoch], tf.int64))
+        text = out["generated"][0].numpy().decode("utf-8")
+        with self.writer.as_default(step=epoch):
+            # Markdown: a code block keeps the play's line breaks.
+            tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
+        self.writer.flush()
+
+
+def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
+    """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
+    chars = vocabulary(spec)
+    prompt = "".join(chars[i] for i in np.asarray(sample_batch[0][0][:16]))
+    return [StepSummaries(f"{run_dir}/train"), SampleText(f"{run_dir}/validation", chars, prompt)]
+
+
+def sample(logits, temperature, top_k, seed, step):
+    """One token id from logits [V]: temperature, then the top_k most likely (0 = all), stateless in (seed, step)."""
+    logits = logits / temperature
+    size = tf.shape(logits)[0]
+    k = tf.where(top_k > 0, tf.minimum(top_k, size), size)
+    kth = tf.math.top_k(logits, k).values[-1]
+    logits = tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
+    draw = tf.random.stateless_categorical(logits[None], 1, seed=tf.stack([seed, tf.cast(step, tf.int64)]))
+    return tf.cast(draw[0, 0], tf.int32)
+
+
+def decode(model: keras.Model, ids, max_new_tokens, temperature, top_k, seed, use_cache: bool):
+    """`max_new_tokens` token ids [T] after prompt ids [n] (n <= context), sampled by a tf.while_loop."""
+    context = getattr(model, "context_size", None)
+    prompt_length = tf.shape(ids)[0]
+    history = tf.concat([ids, tf.zeros([max_new_tokens], tf.int32)], 0)  # prompt, then each new token
+    if use_cache:
+        logits, state = model.prefill(ids[None])
+    else:
+        logits, state = model(ids[None]), ()
+    last, length = logits[0, -1], prompt_length
+
+    def refill(window):
+        logits, state = model.prefill(window[None])
+        return logits[0, -1], tf.shape(window)[0], state
+
+    def body(i, last, length, history, state):
+        token = sample(last, temperature, top_k, seed, i)
+        end = prompt_length + i + 1
+        history = tf.tensor_scatter_nd_update(history, [[end - 1]], [token])
+        if not use_cache:
+            start = 0 if context is None else tf.maximum(0, end - context)
+            return i + 1, model(history[None, start:end])[0, -1], end - start, history, state
+
+        def step():
+            logits, new_state = model.decode_step(token[None], length, state)
+            return logits[0], length + 1, new_state
+
+        if context is None:
+            last, length, state = step()
+        else:  # all slots full: rebuild the cache from the last context/2 tokens
+            last, length, state = tf.cond(length < context, step,
+                                          lambda: refill(history[end - context // 2:end]))
+        return i + 1, last, length, history, state
+
+    loop = (tf.constant(0), last, length, history, state)
+    _, _, _, history, _ = tf.while_loop(lambda i, *_: i < max_new_tokens, body, loop)
+    return history[prompt_length:]
+
+
+def text_codec(chars: str):
+    """(to_ids, to_text) graph functions between UTF-8 strings and token ids of `chars`."""
+    codepoints = np.array([ord(c) for c in chars], np.int32)
+    order = np.argsort(codepoints).astype(np.int32)
+    sorted_codepoints = tf.constant(codepoints[order])
+
+    def to_ids(text):
+        """Token ids [n] of a scalar string; INVALID_ARGUMENT if not UTF-8 or outside the vocabulary."""
+        valid = tf.equal(tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace"), text)
+        with tf.control_dependencies([tf.debugging.Assert(valid, ["the text is not valid UTF-8"])]):
+            points = tf.strings.unicode_decode(text, "UTF-8")
+        slot = tf.minimum(tf.searchsorted(sorted_codepoints, points), len(chars) - 1)
+        known = tf.reduce_all(tf.equal(tf.gather(sorted_codepoints, slot), points))
+        with tf.control_dependencies([tf.debugging.Assert(known, [
+                "the text has characters outside the model's vocabulary (the model card's `labels`)"])]):
+            return tf.gather(tf.constant(order), slot)
+
+    def to_text(ids):
+        return tf.strings.unicode_encode(tf.gather(tf.constant(codepoints), ids), "UTF-8")
+
+    return to_ids, to_text
+
+
+def generation_function(model: keras.Model, chars: str, *, use_cache: bool = True) -> tf.types.experimental.Function:
+    """The `generate` signature: prompts and sampling settings [N] -> generated text [N] (see the module doc)."""
+    to_ids, to_text = text_codec(chars)
+    context = getattr(model, "context_size", None) or MAX_PROMPT_TOKENS
+    default_prompt = to_ids(tf.constant(DEFAULT_PROMPT))
+
+    def one(args):
+        prompt, max_new_tokens, temperature, top_k, seed = args
+        ids = to_ids(prompt)
+        ids = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: default_prompt)[-context:]
+        tokens = decode(model, ids, max_new_tokens, temperature, top_k, seed, use_cache)
+        return to_text(tokens), tf.size(ids)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="prompt"), tf.TensorSpec([None], tf.int32, name="max_new_tokens"),
+        tf.TensorSpec([None], tf.float32, name="temperature"), tf.TensorSpec([None], tf.int32, name="top_k"),
+        tf.TensorSpec([None], tf.int64, name="seed")])
+    def generate(prompt, max_new_tokens, temperature, top_k, seed):
+        n = tf.size(prompt)
+        checks = [
+            tf.debugging.assert_equal(tf.stack([tf.size(max_new_tokens), tf.size(temperature), tf.size(top_k),
+                                                tf.size(seed)]), n,
+                                      message="prompt, max_new_tokens, temperature, top_k and seed need one "
+                                              "value per prompt"),
+            tf.debugging.assert_non_negative(max_new_tokens, message="max_new_tokens must be >= 0"),
+            tf.debugging.assert_less_equal(max_new_tokens, MAX_NEW_TOKENS,
+                                           message=f"max_new_tokens must be at most {MAX_NEW_TOKENS}"),
+            tf.debugging.assert_positive(temperature, message="temperature must be > 0"),
+            tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0: the whole vocabulary)"),
+        ]
+        with tf.control_dependencies(checks):
+            generated, read = tf.map_fn(one, (prompt, max_new_tokens, temperature, top_k, seed),
+                                        fn_output_signature=(tf.string, tf.int32))
+        return {"generated": generated, "prompt_tokens": read}
+
+    return generate
+
+
+def score_function(model: keras.Model, chars: str) -> tf.types.experimental.Function:
+    """The `score` signature: texts [N] -> mean next-character cross-entropy [N], over context-sized windows."""
+    to_ids, _ = text_codec(chars)
+    window = getattr(model, "context_size", None) or MAX_PROMPT_TOKENS
+
+    def one(text):
+        ids = to_ids(text)
+        predicted = tf.size(ids) - 1
+        with tf.control_dependencies([tf.debugging.assert_positive(
+                predicted, message="score needs texts of at least 2 characters")]):
+            count = (predicted + window - 1) // window
+        padded = tf.pad(ids, [[0, count * window + 1 - tf.size(ids)]])
+        inputs = tf.reshape(padded[:-1], [count, window])
+        targets = tf.reshape(padded[1:], [count, window])
+        losses = keras.losses.sparse_categorical_crossentropy(targets, model(inputs), from_logits=True)
+        mask = tf.reshape(tf.range(count * window) < predicted, [count, window])
+        return tf.reduce_sum(tf.where(mask, losses, 0.0)) / tf.cast(predicted, tf.float32), predicted
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def score(text):
+        loss, tokens = tf.map_fn(one, text, fn_output_signature=(tf.float32, tf.int32))
+        return {"loss": loss, "tokens": tokens}
+
+    return score
+
+
+def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
+    """`generate` (cached decoding), `generate_no_cache` (models with a context limit) and `score`."""
+    chars = vocabulary(spec)
+    out = {"generate": generation_function(model, chars), "score": score_function(model, chars)}
+    if getattr(model, "context_size", None) is not None:
+        out["generate_no_cache"] = generation_function(model, chars, use_cache=False)
+    return out
+
+
+def model_card(spec: ModelSpec, hparams: dict, model: keras.Model) -> dict:
+    """The generation rules a client needs: context, truncation, caps, defaults."""
+    context = getattr(model, "context_size", None)
+    return {"generation": {
+        "context_tokens": context or MAX_PROMPT_TOKENS,
+        "prompt_truncation": "a prompt longer than the context keeps its last context_tokens characters "
+                             "(truncated from the left); the output prompt_tokens says how many were read",
+        "empty_prompt": f"starts from {DEFAULT_PROMPT!r}",
+        "max_new_tokens": {"min": 0, "max": MAX_NEW_TOKENS},
+        "temperature": "> 0", "top_k": ">= 0; 0 or above the vocabulary size = the whole vocabulary",
+        "past_context": ("the key/value cache is rebuilt from the last context_tokens/2 tokens when full"
+                         if context else "the recurrent state carries the whole past"),
+        "invalid_input": "non-UTF-8 bytes or characters outside `labels`: INVALID_ARGUMENT",
+    }}
+
+
+def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """A short generation and a score from the validation text, replayed before a version serves."""
+    chars = vocabulary(spec)
+    text = "".join(chars[i] for i in np.asarray(sample_batch[0][0]))
+    prompt = np.array([text[:8].encode("utf-8")], dtype=object)
+    return [("generate", {"prompt": prompt, "max_new_tokens": np.array([4], np.int32),
+                          "temperature": np.array([1.0], np.float32), "top_k": np.array([0], np.int32),
+                          "seed": np.array([0], np.int64)}),
+            ("score", {"text": np.array([text.encode("utf-8")], dtype=object)})]
+
+
+def evaluate_export(loaded, ds) -> dict:
+    """Mean next-character loss (nats and bits) of an exported model's `score` on text chunks."""
+    fn = loaded.signatures["score"]
+    total = tokens = 0.0
+    for chunks in ds:
+        out = fn(text=chunks)
+        total += float(tf.reduce_sum(out["loss"] * tf.cast(out["tokens"], tf.float32)))
+        tokens += float(tf.reduce_sum(out["tokens"]))
+    loss = total / max(tokens, 1.0)
+    return {"loss": loss, "bits_per_character": loss / np.log(2.0), "tokens": int(tokens)}
