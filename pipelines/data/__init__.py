@@ -66,9 +66,15 @@ def load(
     data_dir: str | os.PathLike | None = None,
     cache: bool = True,
     seed: int = 0,
+    example_fn=None,
 ) -> tf.data.Dataset:
-    """Batched, prefetched (x, y) pipeline of `split`, mapped through `preprocess` per batch."""
-    ds = builder(name, data_dir).as_dataset(split=split, as_supervised=True, shuffle_files=shuffle)
+    """Batched, prefetched (x, y) pipeline of `split`, mapped through `preprocess` per batch.
+
+    `example_fn` maps each TFDS example (its feature dict) to (x, y); by default the supervised keys do.
+    """
+    ds = builder(name, data_dir).as_dataset(split=split, as_supervised=example_fn is None, shuffle_files=shuffle)
+    if example_fn is not None:
+        ds = ds.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
     if shuffle:

@@ -16,6 +16,8 @@ and may provide
                                                       the raw batches `evaluate_export` reads
                                                       (default: `pipelines.data.load`)
   model_card(spec, hparams, model) -> dict           entries added to the exported model card
+  example_fn(features) -> (x, y)                      maps a TFDS example to (x, y) when the dataset's
+                                                      supervised keys are not what the task trains on
   adapt(model, splits)                                fit preprocessing layers (e.g. a vocabulary) on the
                                                       train split, after the model is built, before compile
 """
@@ -68,7 +70,7 @@ def get(task: str) -> ModuleType:
 def default_load_splits(task: ModuleType, spec: zoo.ModelSpec, recipe: dict, dataset: str, *,
                         data_dir: str | os.PathLike | None, seed: int) -> Splits:
     """(x, y) batches of `dataset`: train = first 90% of `train`, validation = the rest, test = `test`."""
-    load = dict(batch_size=recipe["batch_size"], data_dir=data_dir)
+    load = dict(batch_size=recipe["batch_size"], data_dir=data_dir, example_fn=getattr(task, "example_fn", None))
     eval_preprocess = task.preprocess(spec, recipe, training=False)
     train_ds = data.load(dataset, TRAIN_SPLIT, shuffle=True, seed=seed,
                          preprocess=task.preprocess(spec, recipe, training=True), **load)
