@@ -10,6 +10,7 @@
   tfzoo export-config                write models/models.config for every model in models/
   tfzoo tensorboard                  start TensorBoard on runs/
   tfzoo data prepare fashion_mnist   build a dataset into the data dir
+  tfzoo data export shakespeare_char --to input.txt   write a text dataset's corpus as a plain text file
 """
 from __future__ import annotations
 
@@ -67,9 +68,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """Build a dataset into the data dir and print its splits."""
+    """Build a dataset into the data dir and print its splits, or (`export`) write a text corpus to --to."""
     from pipelines import data
 
+    if args.action == "export":
+        if not args.to:
+            raise ValueError("data export needs --to FILE, e.g. `tfzoo data export shakespeare_char --to input.txt`")
+        if not hasattr(data.OFFLINE_BUILDERS.get(args.dataset), "write_text"):
+            raise ValueError(f"{args.dataset} is not a text corpus; datasets with a plain-text export: "
+                             + ", ".join(n for n, c in data.OFFLINE_BUILDERS.items() if hasattr(c, "write_text")))
+        print(f"wrote {data.builder(args.dataset, args.data_dir).write_text(args.to)}")
+        return 0
     b = data.builder(args.dataset, args.data_dir)
     print(f"{args.dataset}: {b.info.full_name} in {b.data_dir}")
     for name, split in b.info.splits.items():
@@ -173,10 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_evaluate)
 
-    p = verbs.add_parser("data", help="prepare a dataset into the data dir")
-    p.add_argument("action", choices=["prepare"])
+    p = verbs.add_parser("data", help="prepare a dataset into the data dir, or export a text corpus as a file")
+    p.add_argument("action", choices=["prepare", "export"],
+                   help="prepare: build it into the data dir; export: build it and write its text to --to")
     p.add_argument("dataset")
     p.add_argument("--data-dir")
+    p.add_argument("--to", metavar="FILE", help="export: the plain text file to write (e.g. input.txt)")
     p.set_defaults(func=cmd_data)
 
     p = verbs.add_parser("tensorboard", help="start TensorBoard on the runs directory")
