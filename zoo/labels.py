@@ -22,3 +22,7 @@ SHAKESPEARE_CHARS = tuple("\n !\"&'(),-.12345678:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]a
 SHAPES_IMAGE_SIZE = 64
 SHAPES_LABELS = ("circle", "square", "triangle")
 SHAPES_SEGMENTATION_LABELS = ("background", *SHAPES_LABELS)
+
+# The genres of the plays as the First Folio (1623) groups them: the classes of the plays dataset
+# (pipelines/data/plays.py) and of the text classifier.
+PLAY_GENRES = ("comedy", "tragedy", "history")
