@@ -6,16 +6,17 @@ import tensorflow as tf
 
 def checked_text(text: tf.Tensor, *, max_chars: int | None = None, name: str = "text") -> tf.Tensor:
     """`text` [N] once every string is valid UTF-8, not blank and (if given) at most `max_chars` characters."""
-    codepoints = tf.strings.unicode_decode(text, "UTF-8", errors="replace", replacement_char=-1)
+    # Valid UTF-8 is exactly what transcoding leaves unchanged (bad bytes become U+FFFD).
+    repaired = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
     checks = [
-        tf.debugging.assert_equal(tf.reduce_all(codepoints.flat_values >= 0), True,
+        tf.debugging.assert_equal(tf.reduce_all(repaired == text), True,
                                   message=f"{name}: every string must be valid UTF-8"),
         tf.debugging.assert_positive(tf.strings.length(tf.strings.strip(text)),
                                      message=f"{name}: strings must not be empty or blank"),
     ]
     if max_chars is not None:
         checks.append(tf.debugging.assert_less_equal(
-            codepoints.row_lengths(), tf.constant(max_chars, tf.int64),
+            tf.strings.length(repaired, unit="UTF8_CHAR"), max_chars,
             message=f"{name}: strings must have at most {max_chars} characters"))
     with tf.control_dependencies(checks):
         return tf.identity(text)

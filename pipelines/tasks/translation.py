@@ -1,0 +1,98 @@
+"""Translation: (source, target) string pairs, teacher-forced cross-entropy, exact match, `translate`.
+
+Signatures:
+  translate (also serving_default)   text string [N]: UTF-8, not blank, at most `max_source_chars`
+                                     characters (else INVALID_ARGUMENT)  ->  translation string [N]
+The greedy decoding loop runs inside the SavedModel (see `zoo.seq2seq`).
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipelines.tasks.text_inputs import checked_text
+from zoo import ModelSpec
+
+SAMPLES = 8
+
+
+def preprocess(spec: ModelSpec, recipe: dict, training: bool):
+    """None: the strings go to the model as they are (tokenization is part of the model)."""
+    return None
+
+
+class ExactMatch(keras.metrics.MeanMetricWrapper):
+    """Share of sequences whose every (unpadded) token is predicted right.
+
+    Under teacher forcing this equals greedy decoding's exact match: if every step's argmax is the
+    target token given the true prefix, greedy decoding produces exactly the target, and conversely.
+    """
+
+    def __init__(self, name: str = "exact_match", **kwargs):
+        super().__init__(self.match, name=name, **kwargs)
+
+    @staticmethod
+    def match(y_true, y_pred):
+        right = keras.ops.equal(keras.ops.argmax(y_pred, axis=-1), keras.ops.cast(y_true, "int64"))
+        return keras.ops.cast(keras.ops.all(right | (y_true == 0), axis=-1), "float32")
+
+
+def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
+    """AdamW with cosine decay over the run; cross-entropy over unpadded tokens; token accuracy, exact match."""
+    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"],
+                                                      decay_steps=max(1, recipe["epochs"] * steps_per_epoch))
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], clipnorm=1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")],
+                  metrics=[ExactMatch()], jit_compile=bool(recipe["jit_compile"]))
+
+
+class TranslationSamples(keras.callbacks.Callback):
+    """Logs greedy translations of validation sources beside their targets, once per epoch."""
+
+    def __init__(self, log_dir: str, sources: np.ndarray, targets: np.ndarray):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.sources, self.targets = tf.constant(sources), targets
+
+    def on_epoch_end(self, epoch, logs=None):
+        translations = self.model.translate(self.sources).numpy()
+        rows = ["| source | translation | target |", "|---|---|---|"] + [
+            f"| {s.decode()} | {t.decode()} | {y.decode()} |"
+            for s, t, y in zip(self.sources.numpy(), translations, self.targets, strict=True)]
+        with self.writer.as_default():
+            tf.summary.text("translations", "\n".join(rows), step=epoch)
+        self.writer.flush()
+
+
+def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
+    """TensorBoard extras: sample translations per epoch."""
+    sources, targets = sample_batch
+    return [TranslationSamples(f"{run_dir}/validation", np.asarray(sources[:SAMPLES]), np.asarray(targets[:SAMPLES]))]
+
+
+def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
+    """`translate` (= `serving_default`): strings -> greedy translations."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate(text):
+        return {"translation": model.translate(checked_text(text, max_chars=hparams["max_source_chars"]))}
+
+    return {"serving_default": translate, "translate": translate}
+
+
+def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Four real validation sources for `translate`."""
+    return [("translate", {"text": np.asarray(sample_batch[0][:4], dtype=object)})]
+
+
+def evaluate_export(loaded, ds) -> dict:
+    """Exact-match accuracy of the exported `translate` on raw (source, target) string batches."""
+    fn = loaded.signatures["translate"]
+    correct = total = 0
+    for sources, targets in ds:
+        translations = fn(text=sources)["translation"]
+        correct += int(tf.reduce_sum(tf.cast(translations == targets, tf.int32)))
+        total += int(tf.shape(targets)[0])
+    return {"exact_match": correct / max(total, 1), "examples": total}
