@@ -114,7 +114,7 @@ def train(
     train_seconds = time.perf_counter() - start
     test = model.evaluate(splits.test, return_dict=True, verbose=0)
 
-    epochs_run = len(history.history.get("loss", []))  # fewer than recipe["epochs"] after a resume
+    epochs_run = len(history.epoch)  # fewer than recipe["epochs"] after a resume; models need not report "loss"
     metrics = {
         **{f"test_{k}": float(v) for k, v in test.items()},
         **{k: float(v[-1]) for k, v in history.history.items() if v},
