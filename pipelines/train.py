@@ -69,8 +69,9 @@ def train(
     """Train zoo model `model_name`, evaluate it on the test split and export it; return the run."""
     spec = zoo.get(model_name)
     hparams = spec.resolve_hparams(overrides)
-    spec = dataclasses.replace(spec, hparams=hparams)  # as this run sets it: tasks read the hparams from the spec
     recipe = {**spec.train, **{k: v for k, v in (recipe_overrides or {}).items() if v is not None}}
+    # As this run sets them: tasks read the hparams and the recipe from the spec.
+    spec = dataclasses.replace(spec, hparams=hparams, train=recipe)
     dataset = dataset or spec.default_dataset
     task = tasks.get(spec.task)
     keras.utils.set_random_seed(seed)
