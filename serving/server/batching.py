@@ -75,6 +75,7 @@ class Batcher:
         self._queue: collections.deque[_Task] = collections.deque()
         self._rows = 0
         self._lock = threading.Lock()
+        self._full = threading.Condition(self._lock)  # notified when the queue holds a full batch
         self._scheduled = 0  # batches handed to the pool and not yet started
 
     def submit(self, inputs: list[np.ndarray]) -> concurrent.futures.Future:
@@ -90,6 +91,8 @@ class Batcher:
                                    "The batch scheduling queue to which this task was submitted is full")
             self._queue.append(task)
             self._rows += rows
+            if self._rows >= self.options.max_batch_size:
+                self._full.notify()
             if self._scheduled == 0 or self._rows >= self.options.max_batch_size:
                 self._scheduled += 1
                 self.pool.submit(self._process)
@@ -97,14 +100,13 @@ class Batcher:
 
     def _process(self) -> None:
         timeout = self.options.batch_timeout_micros / 1e6
-        if timeout:
-            deadline = self._queue[0].enqueued + timeout if self._queue else time.perf_counter()
-            while time.perf_counter() < deadline:
-                with self._lock:
-                    if self._rows >= self.options.max_batch_size:
-                        break
-                time.sleep(min(50e-6, max(0.0, deadline - time.perf_counter())))
         with self._lock:
+            if timeout and self._queue:
+                # Wait for a full batch, at most until the oldest task's timeout (no polling: a woken
+                # waiter needs the GIL that the request threads need too).
+                deadline = self._queue[0].enqueued + timeout
+                self._full.wait_for(lambda: self._rows >= self.options.max_batch_size,
+                                    max(0.0, deadline - time.perf_counter()))
             self._scheduled -= 1
             batch, rows = [], 0
             while self._queue and rows + self._queue[0].rows <= self.options.max_batch_size:

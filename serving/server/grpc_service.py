@@ -5,12 +5,15 @@ call with the ServingError's status code and message, as TF Serving does.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import logging
 import re
 import time
 
 import grpc
+import numpy as np
 from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -50,28 +53,55 @@ def response_spec(name: str, version: int, signature_name: str) -> model_pb2.Mod
 
 
 def rpc(method):
-    """Turn ServingErrors (and anything unexpected) into gRPC status codes; record metrics."""
+    """Mark a servicer method as an RPC: `method(self, request) -> response` raising ServingErrors.
+
+    The decorated method takes `(self, request, context)` as grpc's threaded server calls it; the
+    ServingError's status aborts the call. `handle(self, request)` is the same call without a
+    context, returning (response, error), for the asyncio server (`aio_servicer`).
+    """
     api = re.sub(r"(?<!^)(?=[A-Z])", "_", method.__name__).lower()  # GetModelMetadata -> get_model_metadata
+
+    def handle(self, request):
+        started = time.perf_counter()
+        response = error = None
+        try:
+            response = method(self, request)
+        except Exception as e:
+            error = serving_error(e, method.__name__)
+        self.observe(api, request, response, error, started)
+        return response, error
 
     @functools.wraps(method)
     def wrapper(self, request, context):
-        started = time.perf_counter()
-        error = response = None
-        try:
-            response = method(self, request, context)
-            return response
-        except ServingError as e:
-            error = e
-        except Exception as e:  # a request must never take the server down
-            log.exception("gRPC %s failed", method.__name__)
-            error = ServingError(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
-        finally:
-            spec = getattr(response, "model_spec", None)
-            self.core.observe(_model_name(request), api, "GRPC", error, time.perf_counter() - started,
-                              spec.version.value if spec is not None and spec.HasField("version") else None,
-                              spec.signature_name if spec is not None else None)
-        context.abort(error.code, error.message)
+        response, error = handle(self, request)
+        if error is not None:
+            context.abort(error.code, error.message)
+        return response
+
+    wrapper.handle = handle
     return wrapper
+
+
+def serving_error(e: Exception, rpc_name: str) -> ServingError:
+    """The status a failed RPC answers: its ServingError, or INTERNAL (logged) for anything unexpected."""
+    if isinstance(e, ServingError):
+        return e
+    log.error("gRPC %s failed", rpc_name, exc_info=e)  # a request must never take the server down
+    return ServingError(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+
+
+class Servicer:
+    """What both services share: the core, and one metrics record per call."""
+
+    def __init__(self, core: ServerCore):
+        self.core = core
+
+    def observe(self, api: str, request, response, error: ServingError | None, started: float) -> None:
+        """Record the call in the server's metrics (request count and latency per model/version/signature)."""
+        spec = getattr(response, "model_spec", None)
+        self.core.observe(_model_name(request), api, "GRPC", error, time.perf_counter() - started,
+                          spec.version.value if spec is not None and spec.HasField("version") else None,
+                          spec.signature_name if spec is not None else None)
 
 
 def _model_name(request) -> str:
@@ -81,24 +111,33 @@ def _model_name(request) -> str:
     return tasks[0].model_spec.name if tasks else ""
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress, MultiInference, GetModelMetadata."""
 
-    def __init__(self, core: ServerCore):
-        self.core = core
-
     @rpc
-    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
-        spec = model_spec(request.model_spec)
-        inputs = {alias: tensors.to_ndarray(proto) for alias, proto in request.inputs.items()}
+    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        spec, inputs = predict_request(request)
         version, signature, outputs = self.core.predict(spec, inputs, list(request.output_filter))
-        response = predict_pb2.PredictResponse(model_spec=response_spec(spec.name, version, signature.name))
-        for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array, signature.outputs[alias].dtype))
-        return response
+        return predict_response(spec, version, signature, outputs)
+
+    async def aio_Predict(self, request: predict_pb2.PredictRequest, pool: concurrent.futures.Executor):
+        """Predict on the event loop: decode, start the run (a batch, or on `pool`), await it, encode."""
+        started = time.perf_counter()
+        response = error = None
+        try:
+            spec, inputs = predict_request(request)
+            servable, signature, future, aliases = self.core.start_predict(spec, inputs, list(request.output_filter),
+                                                                           pool)
+            future.add_done_callback(lambda _: servable.release())  # keep the version loaded until it ran
+            outputs = dict(zip(aliases, await asyncio.wrap_future(future), strict=True))
+            response = predict_response(spec, servable.version, signature, outputs)
+        except Exception as e:
+            error = serving_error(e, "Predict")
+        self.observe("predict", request, response, error, started)
+        return response, error
 
     @rpc
-    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+    def Classify(self, request) -> classification_pb2.ClassificationResponse:
         spec = model_spec(request.model_spec)
         version, signature_name, results = self.core.classify(spec, examples_from_input(request.input))
         response = classification_pb2.ClassificationResponse(
@@ -107,7 +146,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @rpc
-    def Regress(self, request, context) -> regression_pb2.RegressionResponse:
+    def Regress(self, request) -> regression_pb2.RegressionResponse:
         spec = model_spec(request.model_spec)
         version, signature_name, results = self.core.regress(spec, examples_from_input(request.input))
         response = regression_pb2.RegressionResponse(model_spec=response_spec(spec.name, version, signature_name))
@@ -115,7 +154,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @rpc
-    def MultiInference(self, request, context) -> inference_pb2.MultiInferenceResponse:
+    def MultiInference(self, request) -> inference_pb2.MultiInferenceResponse:
         if not request.tasks:
             raise invalid("MultiInferenceRequest must specify at least one task")
         specs = [model_spec(task.model_spec) for task in request.tasks]
@@ -136,7 +175,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @rpc
-    def GetModelMetadata(self, request, context) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def GetModelMetadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.metadata_field:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
@@ -148,6 +187,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             model_spec=response_spec(spec.name, version, ""))
         response.metadata["signature_def"].Pack(signatures)
         return response
+
+
+def predict_request(request: predict_pb2.PredictRequest) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """The internal spec and the input arrays of a PredictRequest."""
+    return model_spec(request.model_spec), {alias: tensors.to_ndarray(p) for alias, p in request.inputs.items()}
+
+
+def predict_response(spec: ModelSpec, version: int, signature, outputs: dict) -> predict_pb2.PredictResponse:
+    """A PredictResponse carrying `outputs` (alias -> array) in the signature's dtypes."""
+    response = predict_pb2.PredictResponse(model_spec=response_spec(spec.name, version, signature.name))
+    for alias, array in outputs.items():
+        response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array, signature.outputs[alias].dtype))
+    return response
 
 
 def fill_classifications(result: classification_pb2.ClassificationResult, rows) -> None:
@@ -162,14 +214,11 @@ def fill_regressions(result: regression_pb2.RegressionResult, values) -> None:
     result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+class ModelService(Servicer, model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus and HandleReloadConfigRequest."""
 
-    def __init__(self, core: ServerCore):
-        self.core = core
-
     @rpc
-    def GetModelStatus(self, request, context) -> get_model_status_pb2.GetModelStatusResponse:
+    def GetModelStatus(self, request) -> get_model_status_pb2.GetModelStatusResponse:
         spec = model_spec(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         for s in self.core.status(spec.name, spec.version, spec.label):
@@ -179,7 +228,39 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     @rpc
-    def HandleReloadConfigRequest(self, request, context) -> model_management_pb2.ReloadConfigResponse:
+    def HandleReloadConfigRequest(self, request) -> model_management_pb2.ReloadConfigResponse:
         log.info("Reloading config through ModelService.HandleReloadConfigRequest")
         self.core.apply_config(request.config)
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
+
+
+# --- the asyncio server (with --enable_batching) ---------------------------------------------------------
+
+class AioServicer:
+    """A Servicer for grpc.aio: Predict awaits its batch on the event loop; other RPCs run on `pool`.
+
+    With batching, a threaded server parks one thread per request until its batch has run, and the
+    hand-offs between those threads (each needing the GIL) cap the request rate; on grpc.aio a waiting
+    request is a suspended coroutine. Every RPC keeps the threaded server's behaviour (`rpc.handle`).
+    """
+
+    def __init__(self, servicer: Servicer, pool: concurrent.futures.Executor):
+        self.servicer, self.pool = servicer, pool
+
+    def __getattr__(self, name: str):
+        method = getattr(type(self.servicer), name, None)
+        if not hasattr(method, "handle"):
+            raise AttributeError(name)
+        direct = getattr(self.servicer, f"aio_{name}", None)
+
+        async def call(request, context):
+            if direct is not None:
+                response, error = await direct(request, self.pool)
+            else:
+                loop = asyncio.get_running_loop()
+                response, error = await loop.run_in_executor(self.pool, method.handle, self.servicer, request)
+            if error is not None:
+                await context.abort(error.code, error.message)
+            return response
+
+        return call

@@ -6,6 +6,7 @@ it imports TensorFlow.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import gc
 import logging
@@ -18,7 +19,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from serving import config as config_lib
 from serving.server.core import Options, ServerCore
 from serving.server.errors import ServingError
-from serving.server.grpc_service import ModelService, PredictionService
+from serving.server.grpc_service import AioServicer, ModelService, PredictionService
 from serving.server.metrics import Metrics
 from serving.server.startup import StartupConfig
 
@@ -79,10 +80,17 @@ class ModelServer:
 
     def _start_grpc(self) -> None:
         args = self.args
-        server = grpc.server(concurrent.futures.ThreadPoolExecutor(self._grpc_threads(), "grpc"),
-                             options=channel_arguments(args.grpc_channel_arguments))
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.core), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        services = [PredictionService(self.core), ModelService(self.core)]
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, args.grpc_max_threads), "grpc")
+        if self.core.batch_scheduler is None:
+            server = self.grpc_server = grpc.server(pool, options=channel_arguments(args.grpc_channel_arguments))
+        else:
+            # With batching, grpc.aio: a request waiting for its batch holds no thread (see AioServicer).
+            self.grpc_server = AioGrpcServer(channel_arguments(args.grpc_channel_arguments), pool)
+            server = self.grpc_server.server
+            services = [AioServicer(service, pool) for service in services]
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(services[0], server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(services[1], server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if args.port:
             address = f"0.0.0.0:{args.port}"
@@ -92,24 +100,11 @@ class ModelServer:
                 server.add_insecure_port(address)
         if args.grpc_socket_path:
             server.add_insecure_port(f"unix:{args.grpc_socket_path}")
-        server.start()
-        self.grpc_server = server
+        self.grpc_server.start()
         if args.port:
             log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", args.port)
         if args.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", args.grpc_socket_path)
-
-    def _grpc_threads(self) -> int:
-        """--grpc_max_threads, raised with batching so that enough waiting requests can fill the batches.
-
-        Each gRPC thread blocks while its request waits in a batch (TF Serving's C++ server does not),
-        so fewer threads than `max_batch_size` x `num_batch_threads` would cap every batch's size.
-        """
-        batching = self.core.batch_scheduler
-        if batching is None:
-            return self.args.grpc_max_threads
-        wanted = batching.options.max_batch_size * batching.options.num_batch_threads
-        return max(self.args.grpc_max_threads, min(wanted, 256))
 
     def _start_rest(self) -> None:
         import uvicorn
@@ -166,6 +161,40 @@ class ModelServer:
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=30).wait()
         self.core.stop()
+
+
+class AioGrpcServer:
+    """A grpc.aio server on an event loop of its own thread, started and stopped like `grpc.server`'s.
+
+    Handlers that are not coroutines (the health service) run on `pool`.
+    """
+
+    def __init__(self, options: list[tuple[str, object]], pool: concurrent.futures.Executor):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="grpc-aio", daemon=True).start()
+        self.server = self._run(self._create(options, pool))
+
+    @staticmethod
+    async def _create(options, pool) -> grpc.aio.Server:
+        return grpc.aio.server(migration_thread_pool=pool, options=options)
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def start(self) -> None:
+        """Open the ports added to `server`."""
+        self._run(self.server.start())
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Refuse new calls, let those in flight finish within `grace` seconds; the event is set when done."""
+        done = threading.Event()
+
+        async def stop():
+            await self.server.stop(grace)
+            done.set()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop)
+        return done
 
 
 def _event_loop() -> str:

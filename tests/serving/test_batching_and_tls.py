@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving_helpers import MONITORING, post
 
 from serving import client
@@ -66,6 +67,26 @@ def test_grpc_requests_are_batched_too(batching):
         answers = list(pool.map(lambda x: c.predict("linear", {"x": np.array([x, x], np.float32)})["y"].tolist(),
                                 range(4)))
     assert answers == [[0.5 * x + 2] * 2 for x in range(4)]
+
+
+def test_with_batching_every_grpc_api_answers_and_fails_as_without(batching):
+    """With batching the gRPC front-end runs on grpc.aio; answers and status codes stay TF Serving's."""
+    c = client.GrpcClient("127.0.0.1", batching.grpc_port, timeout=30)
+    assert c.status("linear")["model_version_status"][0]["state"] == "AVAILABLE"
+    assert "classify_x_to_y" in c.metadata("linear")["metadata"]["signature_def"]["signature_def"]
+    assert c.regress("linear", [{"x": [4.0]}], signature_name="regress_x_to_y") == [4.0]
+    assert c.predict("linear", {"x": np.array([2.0], np.float32)}, output_filter=["y"])["y"].tolist() == [3.0]
+    failures = {
+        grpc.StatusCode.NOT_FOUND: lambda: c.predict("nope", {"x": np.array([1.0], np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT: lambda: c.predict("linear", {"x": np.ones(5, np.float32)}),
+    }
+    for code, call in failures.items():
+        with pytest.raises(client.ServingClientError) as error:
+            call()
+        assert error.value.code == code
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{batching.grpc_port}"))
+    assert health.Check(health_pb2.HealthCheckRequest(service="linear"), timeout=30).status == \
+        health_pb2.HealthCheckResponse.SERVING
 
 
 def test_a_request_larger_than_max_batch_size_is_invalid(batching):
