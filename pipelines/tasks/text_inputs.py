@@ -1,4 +1,4 @@
-"""In-graph checks of raw string inputs, shared by the text signatures: clear INVALID_ARGUMENT errors."""
+"""What the text tasks share: raw strings straight into the model, and in-graph checks of string inputs."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -20,3 +20,8 @@ def checked_text(text: tf.Tensor, *, max_chars: int | None = None, name: str = "
             message=f"{name}: strings must have at most {max_chars} characters"))
     with tf.control_dependencies(checks):
         return tf.identity(text)
+
+
+def preprocess(spec, recipe: dict, training: bool) -> None:
+    """None: text tasks feed the model raw strings (tokenization is part of the model)."""
+    return None

@@ -11,15 +11,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.tasks import text_inputs
 from pipelines.tasks.text_inputs import checked_text
 from zoo import ModelSpec
 
 SAMPLES = 8
-
-
-def preprocess(spec: ModelSpec, recipe: dict, training: bool):
-    """None: the strings go to the model as they are (tokenization is part of the model)."""
-    return None
+preprocess = text_inputs.preprocess
 
 
 class ExactMatch(keras.metrics.MeanMetricWrapper):
