@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import ModelSpec
+from zoo.applications import BACKBONE
 
 TOP_K = 3
 SAMPLE_IMAGES = 16
@@ -37,21 +38,76 @@ def preprocess(spec: ModelSpec, recipe: dict, training: bool):
     return fn
 
 
-def optimizer(recipe: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """AdamW with linear warmup then cosine decay over the run (the recipe's epochs, rate, decay)."""
-    total = max(1, recipe["epochs"] * steps_per_epoch)
-    warmup = int(recipe["warmup_epochs"] * steps_per_epoch)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else recipe["learning_rate"],
-        decay_steps=max(1, total - warmup),
-        warmup_target=recipe["learning_rate"] if warmup else None,
+def cosine(learning_rate: float, steps: int, warmup: int = 0) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warmup over `warmup` steps to `learning_rate`, then cosine decay to 0 at `steps`."""
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate,
+        decay_steps=max(1, steps - warmup),
+        warmup_target=learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+
+
+class FineTuneSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`head` for the first `switch` steps, then `tune` (counted from the switch): the two phases of transfer."""
+
+    def __init__(self, head, tune, switch: int):
+        self.head, self.tune, self.switch = head, tune, switch
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        return keras.ops.where(step < self.switch, self.head(step), self.tune(keras.ops.maximum(step - self.switch, 0)))
+
+    def get_config(self):
+        return {"head": self.head.get_config(), "tune": self.tune.get_config(), "switch": self.switch}
+
+
+def optimizer(recipe: dict, steps_per_epoch: int, fine_tune: bool = False) -> keras.optimizers.Optimizer:
+    """AdamW with linear warmup then cosine decay over the run; with `fine_tune`, a second cosine at
+    `fine_tune_rate` times the rate over the last `fine_tune_epochs`."""
+    total = max(1, recipe["epochs"] * steps_per_epoch)
+    warmup = int(recipe["warmup_epochs"] * steps_per_epoch)
+    schedule = cosine(recipe["learning_rate"], total, warmup)
+    if fine_tune:
+        switch = max(0, recipe["epochs"] - recipe["fine_tune_epochs"]) * steps_per_epoch
+        schedule = FineTuneSchedule(cosine(recipe["learning_rate"], switch, warmup),
+                                    cosine(recipe["learning_rate"] * recipe["fine_tune_rate"], total - switch), switch)
     return keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"])
 
 
+def frozen_backbone(model: keras.Model) -> keras.Model | None:
+    """The model's frozen (pretrained) backbone, the layer zoo.applications names BACKBONE, if it has one."""
+    layer = next((layer for layer in model.layers if layer.name == BACKBONE), None)
+    return layer if layer is not None and not layer.trainable else None
+
+
+def fine_tuned_layers(backbone: keras.Model, count: int) -> list:
+    """The top `count` layers of `backbone` that fine-tuning trains (its BatchNorm layers stay frozen)."""
+    return [layer for layer in backbone.layers[-count:]
+            if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+
+
+class FineTune(keras.callbacks.Callback):
+    """From epoch `start`, trains the top `count` layers of a frozen backbone too (the schedule lowers the rate)."""
+
+    def __init__(self, start: int, count: int):
+        super().__init__()
+        self.start, self.count = start, count
+
+    def on_epoch_begin(self, epoch, logs=None):
+        backbone = frozen_backbone(self.model)
+        if backbone is None or epoch < self.start:
+            return
+        tuned = fine_tuned_layers(backbone, self.count)
+        backbone.trainable = True
+        for layer in backbone.layers:
+            layer.trainable = layer in tuned
+        self.model.make_train_function(force=True)  # retrace with the new trainable variables
+
+
 def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """`optimizer`; sparse CE (+ label smoothing); accuracy."""
+    """`optimizer` (two-phase with a frozen backbone and `fine_tune_epochs`); sparse CE (+ smoothing); accuracy."""
+    backbone = frozen_backbone(model) if recipe.get("fine_tune_epochs") else None
     smoothing = recipe["label_smoothing"]
     if smoothing:
         num_classes = model.output_shape[-1]
@@ -62,11 +118,14 @@ def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: 
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(
-        optimizer=optimizer(recipe, steps_per_epoch),
+        optimizer=optimizer(recipe, steps_per_epoch, fine_tune=backbone is not None),
         loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=bool(recipe["jit_compile"]),
     )
+    if backbone is not None:  # slots for the variables fine-tuning will train, so that no recompile is needed
+        tuned = [v for layer in fine_tuned_layers(backbone, recipe["fine_tune_layers"]) for v in layer.weights]
+        model.optimizer.build(model.trainable_variables + tuned)
 
 
 class SampleImages(keras.callbacks.Callback):
@@ -103,16 +162,13 @@ def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
 
 
 def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: a sample grid with true and predicted labels."""
+    """TensorBoard extras: a sample grid with true and predicted labels; the fine-tuning switch if the recipe has one."""
     images, labels = sample_batch
-    return [
-        SampleImages(
-            f"{run_dir}/validation",
-            np.asarray(images[:SAMPLE_IMAGES]),
-            np.asarray(labels[:SAMPLE_IMAGES]),
-            spec.labels,
-        )
-    ]
+    extras = [SampleImages(f"{run_dir}/validation", np.asarray(images[:SAMPLE_IMAGES]),
+                           np.asarray(labels[:SAMPLE_IMAGES]), spec.labels)]
+    if spec.train.get("fine_tune_epochs"):
+        extras.append(FineTune(spec.train["epochs"] - spec.train["fine_tune_epochs"], spec.train["fine_tune_layers"]))
+    return extras
 
 
 def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
