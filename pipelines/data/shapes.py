@@ -16,7 +16,6 @@ from zoo.labels import SHAPES_LABELS
 
 MAX_OBJECTS = 4
 MAX_OVERLAP = 1 / 3  # intersection over the smaller box, between any two shapes
-SPLITS = {"train": (5000, 0), "test": (500, 1)}  # examples, seed
 _YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] + 0.5
 
 
@@ -78,6 +77,7 @@ class TfzooShapes(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: 5,000 train / 500 test, 1-4 shapes per image."}
+    SPLITS = {"train": (5000, 0), "test": (500, 1)}  # examples, seed
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -94,9 +94,16 @@ class TfzooShapes(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        return {split: self._generate_examples(n, seed) for split, (n, seed) in SPLITS.items()}
+        return {split: self._generate_examples(n, seed) for split, (n, seed) in self.SPLITS.items()}
 
     def _generate_examples(self, n: int, seed: int):
         rng = np.random.default_rng(seed)
         for i in range(n):
             yield i, generate(rng)
+
+
+class TfzooShapesSmall(TfzooShapes):
+    """The same procedural shapes, 300 train / 100 test: for fast tests."""
+
+    RELEASE_NOTES = {"1.0.0": "Initial release: 300 train / 100 test, 1-4 shapes per image."}
+    SPLITS = {"train": (300, 2), "test": (100, 3)}

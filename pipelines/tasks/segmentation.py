@@ -5,7 +5,7 @@ Signatures (see `signatures`):
   serving_default   image float32 [N, H, W, C] in [0, 1]  ->  probabilities float32 [N, H, W, classes],
                     mask int32 [N, H, W] (the most probable class of each pixel)
   encoded_image     image_bytes string [N] (PNG/JPEG/GIF/BMP of any size; converted to C channels and
-                    resized to H x W inside the graph)  ->  mask_png string [N] (a grayscale PNG of the
+                    resized to H x W inside the graph)  ->  mask_png_bytes string [N] (a grayscale PNG of the
                     input's own size whose pixel values are class ids), class_pixel_counts int32
                     [N, classes] (pixels of each class in that mask), class_labels string [N, classes]
 """
@@ -106,7 +106,7 @@ def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
         images, sizes = image_classification.decode_images(image_bytes, height, width, channels)
         pngs, counts = tf.map_fn(full_size_mask, (model(images, training=False), sizes), fn_output_signature=(
             tf.TensorSpec([], tf.string), tf.TensorSpec([num_classes], tf.int32)))
-        return {"mask_png": pngs, "class_pixel_counts": counts,
+        return {"mask_png_bytes": pngs, "class_pixel_counts": counts,
                 "class_labels": tf.tile(labels[None], [tf.shape(image_bytes)[0], 1])}
 
     return {"serving_default": serving_default, "encoded_image": encoded_image}
