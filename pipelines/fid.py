@@ -40,9 +40,10 @@ class Classifier:
 
     def __call__(self, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """(features [N, 64], predicted class ids [N]) of images [N, 28, 28, 1] in [0, 1]."""
-        features, probabilities = self.model.predict(np.asarray(images, np.float32), batch_size=batch_size,
-                                                     verbose=0)
-        return features.astype(np.float64), np.argmax(probabilities, axis=-1)
+        images = np.asarray(images, np.float32)
+        outputs = [self.model(images[i:i + batch_size], training=False) for i in range(0, len(images), batch_size)]
+        features = np.concatenate([np.asarray(f) for f, _ in outputs]).astype(np.float64)
+        return features, np.concatenate([np.argmax(p, axis=-1) for _, p in outputs])
 
 
 def find_classifier(runs_dir: str | os.PathLike | None = None) -> Classifier | None:
