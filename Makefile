@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -46,6 +46,10 @@ bench-serving: install
 # autoencoder, vae, dcgan, cgan trained on Fashion-MNIST and measured (writes bench/results/generative.md)
 bench-generative: install
 	nice -n 15 $(PY) bench/generative.py
+
+# text_classifier, seq2seq, forecaster trained with their recipes and evaluated (~25 CPU minutes; writes bench/results/text_models.md)
+bench-text: install
+	nice -n 15 $(PY) bench/text_models.py
 
 clean:
 	rm -rf runs models .pytest_cache
