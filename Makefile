@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -50,6 +50,11 @@ bench-generative: install
 # text_classifier, seq2seq, forecaster trained with their recipes and evaluated (~25 CPU minutes; writes bench/results/text_models.md)
 bench-text: install
 	nice -n 15 $(PY) bench/text_models.py
+
+# cnn, resnet, unet, detector, mobilenet_v2 trained, scored on their test splits and served (about 2 CPU-hours;
+# writes bench/results/vision.md; `.venv/bin/python bench/vision.py unet` runs one)
+bench-vision: install
+	nice -n 15 $(PY) bench/vision.py cnn resnet unet detector mobilenet_v2
 
 clean:
 	rm -rf runs models .pytest_cache
