@@ -44,7 +44,7 @@ CONFIGS = {
     "resnet": ("resnet", {"depth": 20}, {}, "accuracy", 0.945),
     "unet": ("unet", {}, {}, "mean_iou", 0.90),
     "detector": ("detector", {}, {}, "map50", 0.85),
-    "mobilenet_v2": ("mobilenet_v2", {"weights": "none"}, {"epochs": 1}, "accuracy", None),
+    "mobilenet_v2": ("mobilenet_v2", {"weights": "none", "backbone_size": 32}, {"epochs": 1}, "accuracy", None),
 }
 RESNET_CPU_MINUTES = 60  # the resnet target holds within this much training CPU time
 

@@ -98,7 +98,7 @@ class CenterNet(keras.Model):
     "detector",
     task="detection",
     default_dataset="shapes",
-    hparams={"num_classes": len(SHAPES_LABELS), "image_size": SHAPES_IMAGE_SIZE, "channels": 3, "filters": 24,
+    hparams={"num_classes": len(SHAPES_LABELS), "image_size": SHAPES_IMAGE_SIZE, "channels": 3, "filters": 32,
              "max_detections": 20},
     input_spec={"image": {"shape": [SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE, 3], "dtype": "float32",
                           "range": [0.0, 1.0]}},
@@ -108,15 +108,14 @@ class CenterNet(keras.Model):
 def detector(num_classes: int, image_size: int, channels: int, filters: int, max_detections: int) -> keras.Model:
     """CenterNet-style detector: stride-8 encoder, one upsampling stage, heatmap + box heads at stride 4."""
     inputs = keras.Input((image_size, image_size, channels), name="image")
-    x = conv_bn(conv_bn(inputs, filters), filters)
-    x = conv_bn(conv_bn(x, 2 * filters, strides=2), 2 * filters)  # stride 2
-    stride4 = conv_bn(conv_bn(x, 4 * filters, strides=2), 4 * filters)
-    x = conv_bn(conv_bn(stride4, 8 * filters, strides=2), 8 * filters)  # stride 8: context for large shapes
+    x = conv_bn(conv_bn(inputs, filters, strides=2), filters)  # stride 2
+    stride4 = conv_bn(conv_bn(x, 2 * filters, strides=2), 2 * filters)
+    x = conv_bn(conv_bn(stride4, 4 * filters, strides=2), 4 * filters)  # stride 8: context for large shapes
     x = layers.Concatenate()([layers.UpSampling2D(interpolation="bilinear")(x), stride4])
-    x = conv_bn(x, 4 * filters)
+    x = conv_bn(x, 2 * filters)
     heatmap = layers.Conv2D(num_classes, 1, activation="sigmoid", name="heatmap",
                             bias_initializer=keras.initializers.Constant(-math.log((1 - PRIOR) / PRIOR)))(
-        conv_bn(x, 2 * filters))
-    box = layers.Conv2D(4, 1, name="box")(conv_bn(x, 2 * filters))
+        conv_bn(x, filters))
+    box = layers.Conv2D(4, 1, name="box")(conv_bn(x, filters))
     outputs = layers.Concatenate(name="predictions")([heatmap, box])
     return CenterNet(inputs, outputs, num_classes=num_classes, max_detections=max_detections, name="detector")

@@ -76,8 +76,9 @@ def detect(model: keras.Model, images: tf.Tensor) -> dict:
     nms = tf.image.combined_non_max_suppression(boxes[:, :, None, :], scores, max_output_size_per_class=k,
                                                 max_total_size=k, iou_threshold=IOU_THRESHOLD,
                                                 score_threshold=SCORE_THRESHOLD, clip_boxes=True)
+    real = tf.range(k)[None, :] < nms.valid_detections[:, None]
     return {"detection_boxes": nms.nmsed_boxes, "detection_scores": nms.nmsed_scores,
-            "detection_classes": nms.nmsed_classes + 1.0,
+            "detection_classes": tf.where(real, nms.nmsed_classes + 1.0, 0.0),
             "num_detections": tf.cast(nms.valid_detections, tf.float32)}
 
 

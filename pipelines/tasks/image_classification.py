@@ -162,7 +162,7 @@ def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
 
 
 def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: a sample grid with true and predicted labels; the fine-tuning switch if the recipe has one."""
+    """TensorBoard extras: a sample grid with true and predicted labels; the fine-tuning switch if any."""
     images, labels = sample_batch
     extras = [SampleImages(f"{run_dir}/validation", np.asarray(images[:SAMPLE_IMAGES]),
                            np.asarray(labels[:SAMPLE_IMAGES]), spec.labels)]
