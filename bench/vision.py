@@ -10,6 +10,7 @@ threads, 10 s). CPU minutes are this process's user + system time during trainin
     .venv/bin/python bench/vision.py cnn unet      # run these configurations, then rewrite the report
     .venv/bin/python bench/vision.py --list        # configurations and what they set
     .venv/bin/python bench/vision.py --report      # rewrite bench/results/vision.md from recorded runs
+    .venv/bin/python bench/vision.py --xla unet    # XLA off vs on: training images per CPU-second
 
 Every run is recorded in bench/results/vision.json (kept across invocations, one entry per
 configuration, the latest run wins); bench/results/vision.md is rendered from all of them.
@@ -31,6 +32,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
 RECORD = RESULTS / "vision.json"
+XLA_RECORD = RESULTS / "vision-xla.json"
 REPORT = RESULTS / "vision.md"
 WORK = BENCH / ".vision"
 SERVE_SECONDS, SERVE_THREADS = 10.0, 4
@@ -88,6 +90,36 @@ def serving_throughput(export_dir: Path, model: str) -> float:
         return count[0] / (time.perf_counter() - start)
 
 
+def xla_speed(config: str, steps: int = 15) -> dict:
+    """Training images per CPU-second with XLA off and on: `steps` fit steps on one real batch, after a warm-up."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    import zoo
+    from pipelines import tasks
+
+    model_name, hparams, recipe, _, _ = CONFIGS[config]
+    spec = zoo.get(model_name)
+    hparams = spec.resolve_hparams(hparams)
+    recipe = {**spec.train, **recipe}
+    spec = dataclasses.replace(spec, hparams=hparams, train=recipe)
+    task = tasks.get(spec.task)
+    splits = tasks.load_splits(task, spec, recipe, spec.default_dataset)
+    batch = next(iter(splits.train))
+    images = int(tf.shape(batch[0])[0])
+    speeds = {}
+    for jit in (False, True):
+        model = zoo.build(model_name, **hparams)
+        task.compile(model, spec, {**recipe, "jit_compile": jit}, splits.steps_per_epoch)
+        data = tf.data.Dataset.from_tensors(batch).repeat()
+        model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # trace (and compile)
+        before = cpu_seconds()
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        speeds["on" if jit else "off"] = round(steps * images / (cpu_seconds() - before), 1)
+    return speeds
+
+
 def run(config: str) -> dict:
     """Train, evaluate and serve one configuration; return its record."""
     from pipelines import evaluate, tasks, train
@@ -142,6 +174,14 @@ def report(records: dict) -> str:
                      f"| {r['metric']} | {r['value']:.4f} | {target} | {verdict(r)} | {r['train_cpu_minutes']} "
                      f"| {r['train_wall_minutes']} | {r['train_images_per_second']} "
                      f"| {r['serving_predictions_per_second']} |")
+    speeds = json.loads(XLA_RECORD.read_text()) if XLA_RECORD.is_file() else {}
+    if speeds:
+        lines += ["", "## XLA (`jit_compile`) on the CPU", "",
+                  "Training images per CPU-second, 15 `fit` steps on one real batch of the configuration's recipe "
+                  "after a warm-up (`.venv/bin/python bench/vision.py --xla CONFIG ...`); CPU time, not wall time, "
+                  "so that other jobs on the machine matter less.", "",
+                  "| config | XLA off | XLA on | on / off |", "|---|---|---|---|"]
+        lines += [f"| {c} | {v['off']} | {v['on']} | {v['on'] / v['off']:.2f}x |" for c, v in speeds.items()]
     lines += ["", "## Recipes and commands", ""]
     for r in records.values():
         recipe = r["recipe"]
@@ -162,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("configs", nargs="*", help=f"configurations to run: {', '.join(CONFIGS)}")
     parser.add_argument("--list", action="store_true", help="print the configurations and exit")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from recorded runs")
+    parser.add_argument("--xla", action="store_true",
+                        help="measure training images per CPU-second with XLA off and on for the named configurations")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.configs) - set(CONFIGS))
     if unknown:
@@ -171,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:14s} {model:14s} {metric:9s} target {target}  hparams {hparams}  recipe {recipe}")
         return 0
     records = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
+    if args.xla:
+        speeds = json.loads(XLA_RECORD.read_text()) if XLA_RECORD.is_file() else {}
+        for config in args.configs:
+            speeds[config] = xla_speed(config)
+            XLA_RECORD.write_text(json.dumps(speeds, indent=2))
+            print(config, speeds[config], flush=True)
+        args.configs = []
     for config in [] if args.report else args.configs:
         records[config] = run(config)
         RECORD.write_text(json.dumps(records, indent=2))
