@@ -70,8 +70,8 @@ def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: 
     model.compile(optimizer=optimizer, jit_compile=bool(recipe["jit_compile"]))
 
 
-def generates(model: keras.Model) -> bool:
-    """Whether the model decodes latents into images (VAE, GANs)."""
+def generates(model: keras.Model | type) -> bool:
+    """Whether a model (or model class) decodes latents into images: the VAE and the GANs."""
     return hasattr(model, "decode")
 
 
@@ -136,8 +136,8 @@ class GenerativeSummaries(keras.callbacks.Callback):
 
 def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
     """TensorBoard extras: reconstruction and sample grids, FD-cnn when a trained cnn run is found."""
-    classifier = fid.find_classifier()
-    if classifier is None and spec.name != "autoencoder":
+    classifier = fid.find_classifier() if generates(spec.builder) else None
+    if classifier is None and generates(spec.builder):
         print(f"FD-cnn per epoch is off: no trained cnn run found (tfzoo train cnn, or set {fid.CLASSIFIER_ENV})",
               file=sys.stderr)
     return [GenerativeSummaries(f"{run_dir}/validation", sample_batch, classifier)]
@@ -248,13 +248,13 @@ def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, 
     """Real requests for every signature but `decode` (its latent size depends on the run's hyperparameters)."""
     images = np.asarray(sample_batch[0][:4], np.float32)
     count_seed = {"count": np.int32(4), "seed": np.int64(0)}
+    first_class = spec.labels[0].encode() if spec.labels else b""  # only conditional models have labels
     by_kind = {
         "reconstruct": {"image": images},
         "encode": {"image": images},
         "sample": count_seed,
         "sample_label": {"label": np.int32(0), **count_seed},
-        "sample_class_name": {"class_name": np.array(spec.labels[0].encode() if spec.labels else b"", object),
-                              **count_seed},
+        "sample_class_name": {"class_name": np.array(first_class, object), **count_seed},
     }
     return [(name, by_kind[kind]) for name, kind in spec.builder.SIGNATURES.items() if kind in by_kind]
 
