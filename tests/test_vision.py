@@ -95,6 +95,15 @@ def test_application_weights_that_cannot_be_had_say_what_to_pass(tmp_path):
         zoo.build("inception_v3", backbone_size=32)
 
 
+def test_imagenet_weights_freeze_the_backbone_or_say_what_to_pass_where_they_cannot_be_downloaded():
+    try:
+        model = zoo.build("mobilenet_v2", weights="imagenet")
+    except applications.WeightsUnavailableError as e:  # no network (as on the development machine)
+        assert "could not get ImageNet weights" in str(e) and "--set weights=/path/to/" in str(e)
+    else:
+        assert not model.get_layer(applications.BACKBONE).trainable  # pretrained: frozen for the head phase
+
+
 def test_detector_targets_decode_back_to_the_boxes():
     model = zoo.build("detector", filters=4)
     boxes = np.array([[[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8], [0, 0, 0, 0]]], np.float32)
