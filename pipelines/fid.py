@@ -36,7 +36,7 @@ class Classifier:
         model = zoo.build(config["model"], **config["hparams"])
         model.load_weights(str(checkpoints[-1]))
         self.checkpoint = checkpoints[-1]
-        self.model = keras.Model(model.inputs, [model.get_layer("probabilities").input, model.outputs[0]])
+        self.model = keras.Model(model.input, [model.get_layer("probabilities").input, model.output])
 
     def __call__(self, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """(features [N, 64], predicted class ids [N]) of images [N, 28, 28, 1] in [0, 1]."""
