@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 CONFIGS = {
     "cnn": ("cnn", {"dropout": 0.3}, {"epochs": 30, "batch_size": 128, "learning_rate": 2e-3,
                                       "label_smoothing": 0.1, "augment": False}, "accuracy", 0.915),
-    "resnet": ("resnet", {"depth": 20}, {}, "accuracy", 0.945),
+    "resnet": ("resnet", {"depth": 20}, {"epochs": 6}, "accuracy", 0.945),
     "unet": ("unet", {}, {"epochs": 8}, "mean_iou", 0.90),
     "detector": ("detector", {}, {"epochs": 12}, "map50", 0.85),
     "mobilenet_v2": ("mobilenet_v2", {"weights": "none", "backbone_size": 32}, {"epochs": 1}, "accuracy", None),
