@@ -4,6 +4,11 @@ Signatures (see `signatures`):
   serving_default   image float32 [N, H, W, C] in [0, 1]  ->  probabilities float32 [N, classes]
   encoded_image     image_bytes string [N] (PNG/JPEG/GIF/BMP, any size; converted to C channels and
                     resized to H x W inside the graph)  ->  top_k_labels, top_k_scores, top_k_ids
+
+Transfer recipe (models with a frozen pretrained `backbone`, see zoo.applications, and a recipe with
+`fine_tune_epochs`): the head trains alone, then for the last `fine_tune_epochs` the top
+`fine_tune_layers` backbone layers train too at `fine_tune_rate` times the learning rate, in the same
+`fit` (the `FineTune` callback unfreezes them; the optimizer has their slots from the start).
 """
 from __future__ import annotations
 
