@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -55,6 +55,11 @@ bench-text: install
 # writes bench/results/vision.md; `.venv/bin/python bench/vision.py unet` runs one)
 bench-vision: install
 	nice -n 15 $(PY) bench/vision.py cnn resnet unet detector mobilenet_v2
+
+# gpt at nanoGPT's CPU configuration, step-time variants, char_rnn at the same CPU budget, served generation with
+# and without the KV cache (about 25 CPU minutes; writes bench/results/language.md; --only SECTION re-measures one)
+bench-language: install
+	nice -n 15 $(PY) bench/language.py
 
 clean:
 	rm -rf runs models .pytest_cache
