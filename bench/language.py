@@ -1,0 +1,316 @@
+"""Language models benchmark: gpt at nanoGPT's CPU configuration, char_rnn at the same CPU budget, served generation.
+
+Sections (each one's figures go to bench/results/language.json; every run rewrites bench/results/language.md
+from all sections measured so far):
+  gpt          nanoGPT's CPU recipe through `pipelines.train.train` (the zoo's defaults: 4 layers, 4 heads,
+               128 embedding, block 64, batch 12, 2000 iterations, AdamW lr 1e-3, 100 warmup iterations,
+               cosine decay to 1e-4, no dropout) with jit_compile=True: validation loss (20 random batches),
+               test loss (every window of the validation text), ms/iteration, CPU minutes.
+  step_time    ms/iteration of the same training step with jit_compile=False, and with
+               keras.layers.MultiHeadAttention instead of the zoo's keras.ops attention (XLA on).
+  char_rnn     char_rnn (the zoo's defaults) trained until it has used the CPU time of the gpt run.
+  generation   a block-256 gpt (4 layers, 4 heads, 128 embedding; untrained weights: speed only) exported and
+               served by tfzoo-model-server: tokens/s of `generate` (key/value cache) and `generate_no_cache`
+               (recomputing the context each step), one prompt character + 255 new tokens (up to the block
+               size), and 1024 new tokens (past the block: re-prefill on the last 128 tokens every 128 tokens).
+
+    nice -n 15 .venv/bin/python bench/language.py                 # all sections
+    nice -n 15 .venv/bin/python bench/language.py --only generation
+CPU time is the process's (time.process_time: all its threads), or the server process's for generation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+RAW = RESULTS / "language.json"
+NANOGPT = {"val_loss": 1.956, "ms_per_iteration": 48.0}  # nanoGPT (PyTorch, CPU, eager) on this corpus, 2 cores
+TARGETS = {"val_loss": 1.95, "ms_per_iteration": 0.8 * NANOGPT["ms_per_iteration"], "cache_speedup": 5.0}
+SECTIONS = ("gpt", "step_time", "char_rnn", "generation")
+
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def step_timer():
+    """A Keras callback recording the time of every training batch's end, and the process CPU time."""
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends: list[list[float]] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.ends.append([])
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends[-1].append(time.perf_counter())
+
+        def ms_per_iteration(self, skip: int = 10) -> float:
+            """Mean time between consecutive steps inside epochs (first `skip` steps of the run: compilation)."""
+            gaps = [b - a for epoch in self.ends for a, b in zip(epoch, epoch[1:], strict=False)][skip:]
+            return 1000 * statistics.fmean(gaps)
+
+    return StepTimer()
+
+
+def cpu_budget(seconds: float):
+    """A Keras callback that stops training once the process has used `seconds` of CPU time."""
+    import keras
+
+    class CPUBudget(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.start = time.process_time()
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            if time.process_time() - self.start >= seconds:
+                self.model.stop_training = True
+
+    return CPUBudget()
+
+
+def run_training(model: str, recipe: dict | None = None, budget_s: float | None = None) -> dict:
+    """Train `model` with the zoo's recipe (+ `recipe`) through pipelines.train; figures of the run."""
+    from pipelines import train
+
+    timer = step_timer()
+    extra = [timer] + ([cpu_budget(budget_s)] if budget_s else [])
+    cpu, wall = time.process_time(), time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train.train(model, recipe_overrides=recipe, runs_dir=tmp, export=False, extra_callbacks=tuple(extra),
+                             verbose=2)
+    iterations = sum(len(e) for e in timer.ends)
+    return {"val_loss": result.metrics["val_loss"], "test_loss": result.metrics["test_loss"],
+            "train_loss": result.metrics["loss"], "iterations": iterations,
+            "ms_per_iteration": timer.ms_per_iteration(), "cpu_minutes": (time.process_time() - cpu) / 60,
+            "wall_minutes": (time.perf_counter() - wall) / 60, "test_split": result.metrics["test_split"]}
+
+
+def mha_gpt(**hparams):
+    """The zoo's gpt with keras.layers.MultiHeadAttention (causal mask) in every block: training step only."""
+    import keras
+
+    import zoo
+    from zoo import gpt
+
+    class KerasAttention(keras.layers.Layer):
+        def __init__(self, n_embd, n_head, **kwargs):
+            super().__init__(**kwargs)
+            self.mha = keras.layers.MultiHeadAttention(n_head, n_embd // n_head, use_bias=False)
+
+        def call(self, x, training=False):
+            return self.mha(x, x, use_causal_mask=True, training=training), None, None
+
+    spec = zoo.get("gpt")
+    h = spec.resolve_hparams(hparams)
+    model = gpt.GPT(**h, name="gpt_mha")
+    for block in model.blocks:
+        block.attn = KerasAttention(h["n_embd"], h["n_head"])  # replaced before any weight exists
+    model(np.zeros((1, h["block_size"]), "int32"))
+    return model
+
+
+def time_steps(build, jit_compile: bool, steps: int = 300) -> dict:
+    """ms/iteration of `steps` training steps of the gpt recipe (model from `build()`), and CPU minutes."""
+    import zoo
+    from pipelines import tasks
+
+    spec = zoo.get("gpt")
+    recipe = {**spec.train, "jit_compile": jit_compile, "epochs": 1, "steps_per_epoch": steps}
+    task = tasks.get(spec.task)
+    splits = tasks.load_splits(task, spec, recipe, spec.default_dataset)
+    model = build()
+    task.compile(model, spec, recipe, steps)
+    timer = step_timer()
+    cpu = time.process_time()
+    model.fit(splits.train, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
+    return {"ms_per_iteration": timer.ms_per_iteration(), "steps": steps,
+            "cpu_minutes": (time.process_time() - cpu) / 60}
+
+
+def section_gpt(raw: dict) -> dict:
+    return run_training("gpt")
+
+
+def section_step_time(raw: dict) -> dict:
+    import zoo
+
+    return {"own_xla": time_steps(lambda: zoo.build("gpt"), True),
+            "own_no_xla": time_steps(lambda: zoo.build("gpt"), False),
+            "keras_mha_xla": time_steps(mha_gpt, True)}
+
+
+def section_char_rnn(raw: dict) -> dict:
+    if "gpt" not in raw:
+        raise SystemExit("char_rnn runs at the gpt run's CPU budget: run the gpt section first")
+    budget = raw["gpt"]["cpu_minutes"] * 60
+    # Enough epochs that the budget, not the recipe, ends the run; the schedule decays over 20k steps.
+    return {**run_training("char_rnn", {"epochs": 80}, budget_s=budget), "budget_cpu_minutes": budget / 60}
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def section_generation(raw: dict) -> dict:
+    import zoo
+    from pipelines import tasks, train
+    from serving.client import GrpcClient, RestClient
+    from serving.launch import ModelServerProcess
+
+    block = 256
+    spec = zoo.get("gpt")
+    hparams = spec.resolve_hparams({"block_size": block})
+    model = zoo.build("gpt", **hparams)
+    recipe = {**spec.train, "sequence_length": block, "eval_batches": 1}
+    sample_batch = tasks.load_splits(tasks.get(spec.task), spec, recipe, spec.default_dataset).sample_batch
+    out: dict = {"block_size": block, "hparams": hparams, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        version = train.export_model(model, spec, hparams, sample_batch, tmp,
+                                     {"dataset": spec.default_dataset, "note": "untrained weights: speed only"})
+        with ModelServerProcess(model_name="gpt", model_base_path=str(version.parent), embedded=True) as server:
+            clients = {"grpc": GrpcClient("127.0.0.1", server.grpc_port),
+                       "rest": RestClient("127.0.0.1", server.rest_port)}
+            for signature in ("generate", "generate_no_cache"):
+                for new_tokens in (block - 1, 1024):
+                    for protocol, client in clients.items():
+                        inputs = {"prompt": np.array([b"\n"], dtype=object),
+                                  "max_new_tokens": np.array([new_tokens], np.int32),
+                                  "temperature": np.array([1.0], np.float32), "top_k": np.array([0], np.int32),
+                                  "seed": np.array([0], np.int64)}
+                        seconds, cpu = [], server_cpu_seconds(server.process.pid)
+                        for seed in range(3):
+                            inputs["seed"][0] = seed
+                            start = time.perf_counter()
+                            answer = client.predict("gpt", inputs, signature_name=signature)
+                            seconds.append(time.perf_counter() - start)
+                            assert len(answer["generated"][0]) == new_tokens
+                        run = {"signature": signature, "protocol": protocol, "new_tokens": new_tokens,
+                               "requests": len(seconds), "median_s": statistics.median(seconds),
+                               "tokens_per_s": new_tokens / statistics.median(seconds),
+                               "server_cpu_minutes": (server_cpu_seconds(server.process.pid) - cpu) / 60}
+                        print(run, flush=True)
+                        out["runs"].append(run)
+    return out
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def write_markdown(raw: dict) -> Path:
+    """bench/results/language.md from every section measured so far."""
+    lines = ["# Language models benchmark", "",
+             f"Command: `nice -n 15 .venv/bin/python bench/language.py` (sections: {', '.join(raw)}) · machine: "
+             f"{os.cpu_count()} cores, {platform.machine()}, shared with other jobs (timings vary up to 2x between "
+             "identical runs) · data: `shakespeare_char` (train 1,003,854 / validation 111,540 characters). "
+             "CPU minutes: process CPU time (all threads) behind each figure.", ""]
+    gpt = raw.get("gpt")
+    if gpt:
+        lines += ["## gpt, nanoGPT's CPU configuration (`tfzoo train gpt`, the zoo's defaults)", "",
+                  "4 layers, 4 heads, 128 embedding, block 64, batch 12, 2000 iterations, AdamW (beta2 0.99, weight "
+                  "decay 0.1), lr 1e-3, 100 warmup iterations, cosine decay to 1e-4, clip 1.0, no dropout, "
+                  "jit_compile=True.", "",
+                  "| figure | tfzoo gpt | nanoGPT (PyTorch CPU) | target | |", "|---|---|---|---|---|",
+                  f"| validation loss at {gpt['iterations']} iterations (20 random batches of the validation split) "
+                  f"| {fmt(gpt['val_loss'])} | {NANOGPT['val_loss']} | <= {TARGETS['val_loss']} "
+                  f"| {verdict(gpt['val_loss'] <= TARGETS['val_loss'])} |",
+                  f"| ms/iteration (mean step time, after the first 10 steps) | {fmt(gpt['ms_per_iteration'], 1)} "
+                  f"| {NANOGPT['ms_per_iteration']} | <= {TARGETS['ms_per_iteration']:.1f} "
+                  f"| {verdict(gpt['ms_per_iteration'] <= TARGETS['ms_per_iteration'])} |",
+                  f"| test loss ({gpt['test_split']}) | {fmt(gpt['test_loss'])} | | | |",
+                  f"| train loss (mean of the last epoch) | {fmt(gpt['train_loss'])} | | | |",
+                  f"| CPU minutes / wall minutes of the whole run (data, training, evaluation, TensorBoard samples) "
+                  f"| {fmt(gpt['cpu_minutes'], 2)} / {fmt(gpt['wall_minutes'], 2)} | | | |", ""]
+    steps = raw.get("step_time")
+    if steps:
+        lines += ["## gpt training step: XLA and attention implementation", "",
+                  f"The same recipe, {steps['own_xla']['steps']} steps each, in one run; mean step time after the "
+                  "first 10 steps.", "",
+                  "| variant | ms/iteration | CPU minutes |", "|---|---|---|"]
+        names = {"own_xla": "zoo attention (keras.ops), jit_compile=True",
+                 "own_no_xla": "zoo attention (keras.ops), jit_compile=False",
+                 "keras_mha_xla": "keras.layers.MultiHeadAttention, jit_compile=True"}
+        lines += [f"| {name} | {fmt(steps[k]['ms_per_iteration'], 1)} | {fmt(steps[k]['cpu_minutes'], 2)} |"
+                  for k, name in names.items() if k in steps] + [""]
+    rnn = raw.get("char_rnn")
+    if rnn:
+        lines += ["## char_rnn at the gpt run's CPU budget", "",
+                  f"`tfzoo train char_rnn` (2 x LSTM 128, sequences of 50, batch 50, lr 2e-3 cosine), stopped once "
+                  f"it had used {fmt(rnn['budget_cpu_minutes'], 2)} CPU minutes (the gpt run's).", "",
+                  "| model | iterations | validation loss (20 random batches) | test loss (all windows) | "
+                  "ms/iteration | CPU minutes |", "|---|---|---|---|---|---|",
+                  f"| char_rnn | {rnn['iterations']} | {fmt(rnn['val_loss'])} | {fmt(rnn['test_loss'])} | "
+                  f"{fmt(rnn['ms_per_iteration'], 1)} | {fmt(rnn['cpu_minutes'], 2)} |"]
+        if gpt:
+            lines.append(f"| gpt | {gpt['iterations']} | {fmt(gpt['val_loss'])} | {fmt(gpt['test_loss'])} | "
+                         f"{fmt(gpt['ms_per_iteration'], 1)} | {fmt(gpt['cpu_minutes'], 2)} |")
+        lines.append("")
+    gen = raw.get("generation")
+    if gen:
+        lines += ["## Served generation: key/value cache vs recomputation", "",
+                  f"gpt with block size {gen['block_size']} (4 layers, 4 heads, 128 embedding; untrained weights, "
+                  "speed only) exported by `pipelines.train.export_model` and served by tfzoo-model-server; one "
+                  "request generates the whole text (prompt \"\\n\", temperature 1, no top-k); median of 3 requests. "
+                  f"{gen['block_size'] - 1} new tokens fill the block; 1024 go past it (cache: re-prefill on the "
+                  "last 128 tokens every 128 tokens; no cache: the last 256 tokens at every step).", "",
+                  "| signature | protocol | new tokens | median s/request | tokens/s | server CPU minutes |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['signature']} | {r['protocol']} | {r['new_tokens']} | {fmt(r['median_s'])} | "
+                  f"{fmt(r['tokens_per_s'], 1)} | {fmt(r['server_cpu_minutes'], 3)} |" for r in gen["runs"]]
+        by = {(r["signature"], r["protocol"], r["new_tokens"]): r["tokens_per_s"] for r in gen["runs"]}
+        lines.append("")
+        for protocol in ("grpc", "rest"):
+            key = (protocol, gen["block_size"] - 1)
+            speedup = by[("generate", *key)] / by[("generate_no_cache", *key)]
+            lines.append(f"- cache speedup up to the block size ({protocol}): {speedup:.1f}x; target >= "
+                         f"{TARGETS['cache_speedup']:.0f}x: {verdict(speedup >= TARGETS['cache_speedup'])}")
+        lines.append("")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "language.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to (re)measure: {', '.join(SECTIONS)} (default: all)")
+    args = parser.parse_args(argv)
+    raw = json.loads(RAW.read_text()) if RAW.is_file() else {}
+    for name in args.only.split(","):
+        if name not in SECTIONS:
+            parser.error(f"unknown section {name!r}; sections: {', '.join(SECTIONS)}")
+        print(f"== {name}", flush=True)
+        raw[name] = globals()[f"section_{name}"](raw)
+        raw[name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        RESULTS.mkdir(exist_ok=True)
+        RAW.write_text(json.dumps(raw, indent=2))
+        print(f"wrote {write_markdown(raw)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
