@@ -116,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         model, _, assignment = item.partition(":")
         key, _, value = assignment.partition("=")
         recipes[model][key] = registry.coerce(value, registry.get(model).train[key])
+    command = " ".join(["python bench/text_models.py", *(argv if argv is not None else sys.argv[1:])])
+    figures = []
     with tempfile.TemporaryDirectory(prefix="bench-text-") as workdir:
-        figures = [bench(m, recipes[m], Path(workdir)) for m in recipes]
-    write(figures, " ".join(["python bench/text_models.py", *(argv if argv is not None else sys.argv[1:])]))
+        for model, recipe in recipes.items():
+            figures.append(bench(model, recipe, Path(workdir)))
+            write(figures, command)  # after each model: a later failure keeps the figures measured so far
     print(RESULTS.read_text())
     return 0
 

@@ -38,6 +38,9 @@ class Seq2Seq(keras.Model):
         self.attention = layers.AdditiveAttention()
         self.head = layers.Dense(len(self.target_vocabulary))
 
+    def build(self, input_shape):
+        """Nothing to do: the layers build on the first call (the builder makes one)."""
+
     # --- tokenization (TensorFlow string ops: they are exported with the model) -----------------------
 
     def tokenize_source(self, text):

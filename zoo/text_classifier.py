@@ -23,7 +23,7 @@ VECTORIZE = "vectorize"  # the name of the TextVectorization layer, which the ta
              "lstm_units": 64, "dropout": 0.2},
     input_spec={"text": {"shape": [], "dtype": "string", "meaning": "raw UTF-8 text"}},
     labels=PLAY_GENRES,
-    train={"epochs": 4, "batch_size": 64, "learning_rate": 2e-3},
+    train={"epochs": 2, "batch_size": 64, "learning_rate": 2e-3},
 )
 def text_classifier(labels: tuple[str, ...], max_tokens: int, sequence_length: int, embedding_dim: int,
                     lstm_units: int, dropout: float) -> keras.Model:

@@ -1,4 +1,4 @@
-"""Real univariate time series shipped by `statsmodels`, split chronologically and windowed with tf.data.
+"""Real univariate time series shipped by `statsmodels`, split chronologically into windows, as tf.data pipelines.
 
     co2        Mauna Loa atmospheric CO2 (ppm), weekly, March 1958 - December 2001: 2,284 weeks,
                the 59 missing weeks filled by linear interpolation. Seasonal period 52 weeks.

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from pipelines import tasks
 from pipelines.data import timeseries
-from pipelines.tasks import plots
+from pipelines.tasks import plots, sequences
 from zoo import ModelSpec
 
 PLOTTED_WINDOWS = 4
@@ -42,9 +42,7 @@ def load_splits(spec: ModelSpec, recipe: dict, dataset: str, *, data_dir: str | 
 
 def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
     """AdamW with cosine decay over the run; MAE loss (in the series' units), MAE and RMSE metrics."""
-    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"],
-                                                      decay_steps=max(1, recipe["epochs"] * steps_per_epoch))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"]),
+    model.compile(optimizer=sequences.cosine_adamw(recipe, steps_per_epoch),
                   loss=keras.losses.MeanAbsoluteError(),
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError("rmse")],
                   jit_compile=bool(recipe["jit_compile"]))

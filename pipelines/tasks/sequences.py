@@ -1,6 +1,9 @@
-"""What the text tasks share: raw strings straight into the model, and in-graph checks of string inputs."""
+"""What the text and sequence tasks share: raw strings in, checked in the graph; the optimizer; exact counts."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import keras
 import tensorflow as tf
 
 
@@ -25,3 +28,19 @@ def checked_text(text: tf.Tensor, *, max_chars: int | None = None, name: str = "
 def preprocess(spec, recipe: dict, training: bool) -> None:
     """None: text tasks feed the model raw strings (tokenization is part of the model)."""
     return None
+
+
+def cosine_adamw(recipe: dict, steps_per_epoch: int, **kwargs) -> keras.optimizers.AdamW:
+    """AdamW at the recipe's learning rate and weight decay, cosine-decayed to 0 over the run."""
+    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"],
+                                                      decay_steps=max(1, recipe["epochs"] * steps_per_epoch))
+    return keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], **kwargs)
+
+
+def share_right(ds: tf.data.Dataset, predict: Callable[[tf.Tensor], tf.Tensor]) -> dict:
+    """{"share": the share of (x, y) examples where predict(x) == y, "examples": how many} over batches `ds`."""
+    right = total = 0
+    for x, y in ds:
+        right += int(tf.reduce_sum(tf.cast(predict(x) == y, tf.int32)))
+        total += int(tf.shape(y)[0])
+    return {"share": right / max(total, 1), "examples": total}

@@ -18,14 +18,14 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import data, tasks
-from pipelines.tasks import plots, text_inputs
-from pipelines.tasks.text_inputs import checked_text
+from pipelines.tasks import plots, sequences
+from pipelines.tasks.sequences import checked_text
 from zoo import ModelSpec
 from zoo.text_classifier import VECTORIZE
 
 CONFUSION_EXAMPLES = 2048  # validation lines behind each epoch's confusion matrix
 
-preprocess = text_inputs.preprocess
+preprocess = sequences.preprocess
 
 
 def class_names(dataset: str, data_dir: str | os.PathLike | None = None) -> list[str]:
@@ -54,9 +54,7 @@ def adapt(model: keras.Model, splits: tasks.Splits) -> None:
 
 def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
     """AdamW with cosine decay over the run; sparse cross-entropy; accuracy."""
-    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"],
-                                                      decay_steps=max(1, recipe["epochs"] * steps_per_epoch))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"]),
+    model.compile(optimizer=sequences.cosine_adamw(recipe, steps_per_epoch),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=bool(recipe["jit_compile"]))
@@ -107,9 +105,5 @@ def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, 
 def evaluate_export(loaded, ds) -> dict:
     """Accuracy of the exported `serving_default` on raw (text, label) batches."""
     fn = loaded.signatures["serving_default"]
-    correct = total = 0
-    for texts, labels in ds:
-        predicted = tf.argmax(fn(text=texts)["probabilities"], axis=-1)
-        correct += int(tf.reduce_sum(tf.cast(predicted == labels, tf.int32)))
-        total += int(tf.shape(labels)[0])
-    return {"accuracy": correct / max(total, 1), "examples": total}
+    result = sequences.share_right(ds, lambda text: tf.argmax(fn(text=text)["probabilities"], axis=-1))
+    return {"accuracy": result["share"], "examples": result["examples"]}

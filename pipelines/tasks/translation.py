@@ -11,12 +11,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines.tasks import text_inputs
-from pipelines.tasks.text_inputs import checked_text
+from pipelines.tasks import sequences
+from pipelines.tasks.sequences import checked_text
 from zoo import ModelSpec
 
 SAMPLES = 8
-preprocess = text_inputs.preprocess
+preprocess = sequences.preprocess
 
 
 class ExactMatch(keras.metrics.MeanMetricWrapper):
@@ -37,9 +37,7 @@ class ExactMatch(keras.metrics.MeanMetricWrapper):
 
 def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
     """AdamW with cosine decay over the run; cross-entropy over unpadded tokens; token accuracy, exact match."""
-    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"],
-                                                      decay_steps=max(1, recipe["epochs"] * steps_per_epoch))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], clipnorm=1.0),
+    model.compile(optimizer=sequences.cosine_adamw(recipe, steps_per_epoch, clipnorm=1.0),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")],
                   metrics=[ExactMatch()], jit_compile=bool(recipe["jit_compile"]))
@@ -87,9 +85,5 @@ def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, 
 def evaluate_export(loaded, ds) -> dict:
     """Exact-match accuracy of the exported `translate` on raw (source, target) string batches."""
     fn = loaded.signatures["translate"]
-    correct = total = 0
-    for sources, targets in ds:
-        translations = fn(text=sources)["translation"]
-        correct += int(tf.reduce_sum(tf.cast(translations == targets, tf.int32)))
-        total += int(tf.shape(targets)[0])
-    return {"exact_match": correct / max(total, 1), "examples": total}
+    result = sequences.share_right(ds, lambda text: fn(text=text)["translation"])
+    return {"exact_match": result["share"], "examples": result["examples"]}
