@@ -164,10 +164,11 @@ class SampleText(keras.callbacks.Callback):
         super().__init__()
         self.writer = tf.summary.create_file_writer(log_dir)
         self.chars, self.prompt = chars, prompt
+        self.generate = None
 
     def on_epoch_end(self, epoch, logs=None):
-        generate = generation_function(self.model, self.chars, use_cache=True)
-        out = generate(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
+        self.generate = self.generate or generation_function(self.model, self.chars)  # traced once per run
+        out = self.generate(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
                        tf.constant([0]), tf.constant([epoch], tf.int64))
         text = out["generated"][0].numpy().decode("utf-8")
         with self.writer.as_default(step=epoch):
