@@ -7,6 +7,7 @@ and gRPC (same answers; bad input is INVALID_ARGUMENT / HTTP 400 and the server 
 from __future__ import annotations
 
 import grpc
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -209,3 +210,22 @@ def test_frechet_distance_matches_the_closed_form():
     expected = np.sum(a.mean(0) ** 2) + np.trace(np.cov(a, rowvar=False))
     assert fid.frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-9)
 
+
+
+def test_a_gan_checkpoint_restores_both_optimizers(tmp_path):
+    def compiled():
+        model = zoo.build("cgan", **TINY)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5))
+        return model
+
+    model = compiled()
+    images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    model.train_on_batch(images, np.arange(8) % 10)
+    model.save_weights(str(tmp_path / "gan.weights.h5"))
+    restored = compiled()
+    restored.load_weights(str(tmp_path / "gan.weights.h5"))
+    for optimizer in ("optimizer", "generator_optimizer"):
+        saved, loaded_ = getattr(model, optimizer).variables, getattr(restored, optimizer).variables
+        assert int(loaded_[0].numpy()) == 1  # iterations
+        for a, b in zip(saved, loaded_, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())

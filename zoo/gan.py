@@ -76,6 +76,9 @@ class DCGAN(keras.Model):
         optimizer = keras.optimizers.get(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
         self.generator_optimizer = optimizer.__class__.from_config(optimizer.get_config())
+        # Built now, each on its own network's weights, so that a checkpoint (--run-id resume) restores both.
+        self.optimizer.build(self.discriminator.trainable_variables)
+        self.generator_optimizer.build(self.generator.trainable_variables)
 
     def _conditioned(self, x, labels):
         return [x, ops.cast(labels, "int32")] if self.num_classes else x
@@ -99,7 +102,7 @@ class DCGAN(keras.Model):
         return d_loss, self.cross_entropy(ops.ones_like(fake_logits), fake_logits)  # non-saturating G loss
 
     def train_step(self, data):
-        images, labels = data
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             d_loss, _ = self.losses_on(images, labels, training=True)
         weights = self.discriminator.trainable_weights
@@ -111,7 +114,8 @@ class DCGAN(keras.Model):
         return self._update_metrics(d_loss, g_loss)
 
     def test_step(self, data):
-        return self._update_metrics(*self.losses_on(*data, training=False))
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._update_metrics(*self.losses_on(images, labels, training=False))
 
     def _update_metrics(self, d_loss, g_loss):
         self.d_loss_tracker.update_state(d_loss)

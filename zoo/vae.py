@@ -78,7 +78,7 @@ class VAE(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        images, _ = data
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
         with tf.GradientTape() as tape:
             reconstruction, kl = self.negative_elbo(images, training=True)
             loss = ops.mean(reconstruction + kl)
@@ -87,5 +87,5 @@ class VAE(keras.Model):
         return self._update_metrics(reconstruction, kl)
 
     def test_step(self, data):
-        images, _ = data
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
         return self._update_metrics(*self.negative_elbo(images, training=False))
