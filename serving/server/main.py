@@ -20,6 +20,17 @@ log = logging.getLogger("tfzoo.serving")
 
 VERSION = "tfzoo-model-server 0.1.0 (TensorFlow Serving API 2.21 compatible)"
 
+# `import tensorflow` imports all of Keras, which imports these when they are installed (plots,
+# DataFrames, notebooks): seconds of start-up that a model server never uses. A SavedModel runs as a
+# graph, so no model code can need them here.
+UNUSED_OPTIONAL_IMPORTS = ("matplotlib", "pandas", "IPython")
+
+
+def skip_unused_imports() -> None:
+    """Make the optional imports above fail fast (ImportError), as if the packages were not installed."""
+    for name in UNUSED_OPTIONAL_IMPORTS:
+        sys.modules.setdefault(name, None)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; exit 0 after draining."""
@@ -39,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up noise
+    skip_unused_imports()
     from serving.server.errors import ServingError
     from serving.server.model_server import ModelServer
 
