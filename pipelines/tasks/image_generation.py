@@ -98,9 +98,9 @@ class GenerativeSummaries(keras.callbacks.Callback):
         if not generates(model):
             return
         self.conditional = bool(getattr(model, "num_classes", 0))
-        columns = model.num_classes if self.conditional else GRID_ROWS
-        self.grid_latent = np.asarray(tf.random.stateless_normal([GRID_ROWS * columns, model.latent_dim], [0, 0]))
-        self.grid_labels = np.arange(GRID_ROWS * columns) % columns if self.conditional else None
+        self.columns = model.num_classes if self.conditional else GRID_ROWS  # conditional: column k is class k
+        self.grid_latent = np.asarray(tf.random.stateless_normal([GRID_ROWS * self.columns, model.latent_dim], [0, 0]))
+        self.grid_labels = np.arange(GRID_ROWS * self.columns) % self.columns if self.conditional else None
         self.latent = np.asarray(tf.random.stateless_normal([len(self.inputs), model.latent_dim], [1, 0]))
         self.labels = self.targets.astype(np.int32) if self.conditional else None
         if self.classifier is not None:
@@ -115,8 +115,8 @@ class GenerativeSummaries(keras.callbacks.Callback):
                                  step=epoch, description="rows 1-2: inputs; rows 3-4: their reconstructions")
             if generates(model):
                 samples = decode_in_batches(model, self.grid_latent, self.grid_labels)
-                tf.summary.image("samples", grid(samples, columns=model.num_classes if self.conditional else GRID_ROWS),
-                                 step=epoch, description="the same latent batch every epoch"
+                tf.summary.image("samples", grid(samples, columns=self.columns), step=epoch,
+                                 description="the same latent batch every epoch"
                                  + ("; column k is class k" if self.conditional else ""))
                 if self.classifier is not None:
                     for name, value in self.quality(model).items():
@@ -173,7 +173,11 @@ COUNT_SEED = [tf.TensorSpec([], tf.int32, name="count"), tf.TensorSpec([], tf.in
 
 def reconstruct_signature(model: keras.Model, spec: ModelSpec):
     """image -> images, png_bytes."""
-    return tf.function(lambda image: image_outputs(model.reconstruct(image)), input_signature=[image_spec(model)])
+
+    def reconstruct(image):
+        return image_outputs(model.reconstruct(image))
+
+    return tf.function(reconstruct, input_signature=[image_spec(model)])
 
 
 def encode_signature(model: keras.Model, spec: ModelSpec):
@@ -197,8 +201,11 @@ def decode_signature(model: keras.Model, spec: ModelSpec):
 
 def sample_signature(model: keras.Model, spec: ModelSpec):
     """count, seed -> images, png_bytes."""
-    return tf.function(lambda count, seed: image_outputs(model.decode(latent_batch(model, count, seed))),
-                       input_signature=COUNT_SEED)
+
+    def sample(count, seed):
+        return image_outputs(model.decode(latent_batch(model, count, seed)))
+
+    return tf.function(sample, input_signature=COUNT_SEED)
 
 
 def conditional_sample(model: keras.Model, spec: ModelSpec, label: tf.Tensor, count, seed) -> dict:
@@ -212,8 +219,11 @@ def conditional_sample(model: keras.Model, spec: ModelSpec, label: tf.Tensor, co
 
 def sample_label_signature(model: keras.Model, spec: ModelSpec):
     """label, count, seed -> images, png_bytes."""
-    return tf.function(lambda label, count, seed: conditional_sample(model, spec, label, count, seed),
-                       input_signature=[tf.TensorSpec([], tf.int32, name="label"), *COUNT_SEED])
+
+    def sample_label(label, count, seed):
+        return conditional_sample(model, spec, label, count, seed)
+
+    return tf.function(sample_label, input_signature=[tf.TensorSpec([], tf.int32, name="label"), *COUNT_SEED])
 
 
 def sample_class_name_signature(model: keras.Model, spec: ModelSpec):
