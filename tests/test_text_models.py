@@ -119,7 +119,11 @@ def test_series_windows_are_chronological_and_seasonal_naive_is_exact_on_a_perio
     periodic = np.sin(np.arange(length) * 2 * np.pi / lag).astype(np.float32)
     history, targets = timeseries.windows(periodic, origins["test"], 104, horizon)
     np.testing.assert_allclose(timeseries.seasonal_naive(history, horizon, lag), targets, atol=1e-5)
+    np.testing.assert_array_equal(timeseries.seasonal_naive(np.arange(6)[None], 5, 2), [[4, 5, 4, 5, 4]])
     assert not np.isnan(timeseries.load_series("co2").values).any()  # the missing weeks are interpolated
+    assert len(timeseries.load_series("sunspots").values) == 309
+    with pytest.raises(ValueError, match="forecasting datasets: co2, sunspots"):
+        timeseries.load_series("mauna_loa")
 
 
 # --- training and export ------------------------------------------------------------------------------------

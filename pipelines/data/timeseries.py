@@ -82,12 +82,10 @@ def windows(values: np.ndarray, origins: np.ndarray, input_length: int, horizon:
 
 
 def seasonal_naive(history: np.ndarray, horizon: int, period: int) -> np.ndarray:
-    """Each target predicted by the value one season earlier: y[t + h] = y[t + h - period]."""
-    if period > history.shape[1] or horizon > period:
-        raise ValueError(f"seasonal-naive needs horizon <= period <= history length; got {horizon}, {period}, "
-                         f"{history.shape[1]}")
-    start = history.shape[1] - period
-    return history[:, start : start + horizon]
+    """The last observed season repeated: y[t + h] predicted by y[t - period + (h mod period)]."""
+    if period > history.shape[1]:
+        raise ValueError(f"seasonal-naive needs a history of at least one period ({period}); got {history.shape[1]}")
+    return history[:, history.shape[1] - period + np.arange(horizon) % period]
 
 
 def load(name: str, split: str, *, input_length: int, horizon: int, batch_size: int, shuffle: bool = False,
