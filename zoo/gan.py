@@ -2,9 +2,12 @@
 
 The generator maps a latent vector (and, for `cgan`, a class label through a learned embedding
 concatenated to it) to an image in [-1, 1]; the discriminator gives a real/fake logit, conditioned
-for `cgan` by projection (Miyato & Koyama, 2018: the logit plus <embed(label), features>).
+for `cgan` by projection (Miyato & Koyama, 2018: the logit plus <embed(label), features>) and with
+an auxiliary classifier head (Odena et al., 2017): it learns the classes of real images, and the
+generator is trained to make its images classified as the requested class.
 `train_step` alternates one discriminator and one generator step with the non-saturating loss and
-reports both losses (`d_loss`, `g_loss`), so `fit`, callbacks and TensorBoard work as for any model.
+reports both losses (`d_loss`, `g_loss`; for `cgan` each includes its class cross-entropy), so `fit`,
+callbacks and TensorBoard work as for any model.
 `compile` takes one optimizer; the generator gets a fresh copy of it.
 """
 from __future__ import annotations
@@ -35,7 +38,8 @@ def generator(image_shape: tuple[int, int, int], filters: int, latent_dim: int, 
 
 
 def discriminator(image_shape: tuple[int, int, int], filters: int, num_classes: int) -> keras.Model:
-    """image [N, H, W, C] in [-1, 1] (and label [N] when `num_classes`) -> real/fake logit [N, 1]."""
+    """image [N, H, W, C] in [-1, 1] -> real/fake logit [N, 1]; with `num_classes`, (image, label [N]) ->
+    (real/fake logit, class logits [N, num_classes])."""
     image = keras.Input(image_shape, name="image")
     features = downsampler(image_shape, filters, "leaky_relu", "features")(image)
     logit = layers.Dense(1)(features)
@@ -43,7 +47,8 @@ def discriminator(image_shape: tuple[int, int, int], filters: int, num_classes: 
         return keras.Model(image, logit, name="discriminator")
     label = keras.Input((), dtype="int32", name="label")
     projection = layers.Dot(axes=1)([layers.Embedding(num_classes, features.shape[-1])(label), features])
-    return keras.Model([image, label], layers.Add()([logit, projection]), name="discriminator")
+    class_logits = layers.Dense(num_classes, name="class_logits")(features)
+    return keras.Model([image, label], [layers.Add()([logit, projection]), class_logits], name="discriminator")
 
 
 @register_model("dcgan", task="image_generation", default_dataset="fashion_mnist", hparams=GAN_HPARAMS,
@@ -63,6 +68,7 @@ class DCGAN(keras.Model):
         self.discriminator = discriminator(shape, filters, num_classes)
         self.seed_generator = keras.random.SeedGenerator(0)
         self.cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.class_cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.built = True  # both networks are built: weights exist before the first call (checkpoint loading)
@@ -95,11 +101,18 @@ class DCGAN(keras.Model):
         real = images * 2.0 - 1.0
         latent = keras.random.normal((ops.shape(real)[0], self.latent_dim), seed=self.seed_generator)
         fake = self.generator(self._conditioned(latent, labels), training=training)
-        real_logits = self.discriminator(self._conditioned(real, labels), training=training)
-        fake_logits = self.discriminator(self._conditioned(fake, labels), training=training)
+        real_out = self.discriminator(self._conditioned(real, labels), training=training)
+        fake_out = self.discriminator(self._conditioned(fake, labels), training=training)
+        # cgan's discriminator also gives class logits: (real/fake logit, class logits)
+        (real_logits, real_classes), (fake_logits, fake_classes) = (
+            (real_out, fake_out) if self.num_classes else ((real_out, None), (fake_out, None)))
         d_loss = (self.cross_entropy(ops.ones_like(real_logits), real_logits)
                   + self.cross_entropy(ops.zeros_like(fake_logits), fake_logits))
-        return d_loss, self.cross_entropy(ops.ones_like(fake_logits), fake_logits)  # non-saturating G loss
+        g_loss = self.cross_entropy(ops.ones_like(fake_logits), fake_logits)  # non-saturating
+        if self.num_classes:  # the auxiliary classifier learns on real images; fakes must match their label
+            d_loss += self.class_cross_entropy(labels, real_classes)
+            g_loss += self.class_cross_entropy(labels, fake_classes)
+        return d_loss, g_loss
 
     def train_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
