@@ -1,9 +1,9 @@
 """Quality of the text and sequence models (text_classifier, seq2seq, forecaster); writes bench/results/text_models.md.
 
-    nice -n 15 .venv/bin/python bench/text_models.py                 # all three, their default recipes
-    nice -n 15 .venv/bin/python bench/text_models.py --models seq2seq --set seq2seq:epochs=1
+    nice -n 15 .venv/bin/python bench/text_models.py                 # every case, default recipes
+    nice -n 15 .venv/bin/python bench/text_models.py --cases seq2seq --set seq2seq:epochs=1
 
-Each model is trained by `pipelines.train.train` on its default dataset with its default recipe, exported,
+Each case (`CASES`: a model, its dataset and overrides) is trained by `pipelines.train.train`, exported,
 and evaluated through the exported SavedModel's signature on the test split (`pipelines.evaluate`),
 beside a baseline: the majority class (text_classifier), the seasonal-naive forecast (forecaster). CPU
 time is this process's (all threads; `time.process_time`) for training (fit + test evaluation + export).
@@ -20,10 +20,16 @@ import time
 from pathlib import Path
 
 from pipelines import data, evaluate, train
+from pipelines.data import timeseries
 from zoo import registry
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text_models.md"
-MODELS = ("text_classifier", "seq2seq", "forecaster")
+CASES = {  # name -> (model, dataset (None: the model's default), hyperparameters, recipe)
+    "text_classifier": ("text_classifier", None, {}, {}),
+    "seq2seq": ("seq2seq", None, {}, {}),
+    "forecaster": ("forecaster", None, {}, {}),
+    "forecaster_sunspots": ("forecaster", "sunspots", {"input_length": 44, "horizon": 11}, {"batch_size": 16}),
+}
 SEQ2SEQ_TARGET = 0.99
 
 
@@ -37,19 +43,20 @@ def majority_accuracy(dataset: str, split: str = "test") -> tuple[str, float]:
     return names[label], count / sum(counts.values())
 
 
-def bench(model: str, recipe: dict, workdir: Path) -> dict:
-    """Train, export and evaluate `model`; return the figures behind its row."""
+def bench(case: str, recipe_overrides: dict, workdir: Path) -> dict:
+    """Train, export and evaluate one case; return the figures behind its row."""
+    model, dataset, hparams, recipe = CASES[case]
     spec = registry.get(model)
+    dataset, recipe = dataset or spec.default_dataset, {**recipe, **recipe_overrides}
     cpu, wall = time.process_time(), time.perf_counter()
-    run = train.train(model, recipe_overrides=recipe, runs_dir=workdir / "runs", models_dir=workdir / "models",
-                      verbose=2)
+    run = train.train(model, dataset=dataset, overrides=hparams, recipe_overrides=recipe, runs_dir=workdir / "runs",
+                      models_dir=workdir / "models", verbose=2)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    result = evaluate.evaluate(run.export_dir)
-    figures = {"model": model, "dataset": spec.default_dataset, "cpu_minutes": cpu / 60, "wall_minutes": wall / 60,
-               "recipe": {**spec.train, **recipe}, "hparams": spec.hparams, "run_metrics": run.metrics,
-               "export": result}
+    figures = {"case": case, "model": model, "dataset": dataset, "cpu_minutes": cpu / 60, "wall_minutes": wall / 60,
+               "recipe": {**spec.train, **recipe}, "hparams": spec.resolve_hparams(hparams),
+               "run_metrics": run.metrics, "export": evaluate.evaluate(run.export_dir, dataset=dataset)}
     if model == "text_classifier":
-        figures["baseline"] = majority_accuracy(spec.default_dataset)
+        figures["baseline"] = majority_accuracy(dataset)
     return figures
 
 
@@ -60,15 +67,17 @@ def row(f: dict) -> str:
     if f["model"] == "text_classifier":
         label, share = f["baseline"]
         return (f"| text_classifier | {f['dataset']} | test accuracy **{e['accuracy']:.3f}** ({e['examples']} lines "
-                f"of 8 unseen plays) | majority class ({label}): {share:.3f} | {cost} |")
+                f"of 8 unseen plays; validation, other lines of the training plays: "
+                f"{f['run_metrics']['val_accuracy']:.3f}) | majority class ({label}): {share:.3f} | {cost} |")
     if f["model"] == "seq2seq":
         verdict = "MET" if e["exact_match"] >= SEQ2SEQ_TARGET else "NOT MET"
         return (f"| seq2seq | {f['dataset']} | exact match **{e['exact_match']:.4f}** ({e['examples']} dates in "
                 f"held-out phrasings, greedy `translate`) | target >= {SEQ2SEQ_TARGET}: {verdict} | {cost} |")
     verdict = "MET" if e["beats_seasonal_naive"] else "NOT MET"
-    return (f"| forecaster | {f['dataset']} | test MAE **{e['mae']:.3f}** ppm ({e['windows']} windows, "
-            f"{e['horizon']} weeks ahead) | seasonal-naive MAE {e['seasonal_naive_mae']:.3f}; beats it: {verdict} "
-            f"| {cost} |")
+    step = timeseries.load_series(f["dataset"]).step
+    return (f"| forecaster | {f['dataset']} | test MAE **{e['mae']:.3f}** ({e['windows']} windows: "
+            f"{e['input_length']} {step}s -> the next {e['horizon']}) | seasonal-naive MAE "
+            f"{e['seasonal_naive_mae']:.3f} (period {e['period']}); beats it: {verdict} | {cost} |")
 
 
 def write(figures: list[dict], command: str) -> None:
@@ -78,8 +87,8 @@ def write(figures: list[dict], command: str) -> None:
         "",
         f"Command: `{command}` (under `nice -n 15`, 2 shared CPU cores, {platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-        "Each model trained by `pipelines.train` with its default recipe on its default dataset, exported, and",
-        "evaluated through the exported SavedModel's signature on the test split (`tfzoo evaluate`). CPU minutes:",
+        "Each case trained by `pipelines.train` with the model's default recipe (overrides: its run below), exported,",
+        "and evaluated through the exported SavedModel's signature on the test split (`tfzoo evaluate`). CPU minutes:",
         "process CPU time (all threads) of training + test evaluation + export; the machine was shared with other",
         "jobs, so wall minutes are an upper bound.",
         "",
@@ -91,13 +100,14 @@ def write(figures: list[dict], command: str) -> None:
         "training (pipelines/data/plays.py); `dates` = 60,000 train / 5,000 test procedural English dates -> ISO 8601,",
         "the test phrasings (1 in 5 combinations of template and day/month/year styles) never occur in training",
         "(pipelines/data/translation.py); `co2` = Mauna Loa weekly CO2 1958-2001 (statsmodels), chronological",
-        "70/15/15 split, 104 weeks of history -> the next 13 (pipelines/data/timeseries.py).",
+        "70/15/15 split, MAE in ppm; `sunspots` = yearly mean sunspot numbers 1700-2008 (statsmodels), the same split",
+        "(pipelines/data/timeseries.py).",
         "",
         "## Runs",
         "",
     ]
     for f in figures:
-        lines += [f"### {f['model']}", "", "```json",
+        lines += [f"### {f['case']}", "", "```json",
                   json.dumps({k: f[k] for k in ("hparams", "recipe", "run_metrics", "export")}, indent=1, default=str),
                   "```", ""]
     RESULTS.parent.mkdir(exist_ok=True)
@@ -107,21 +117,24 @@ def write(figures: list[dict], command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Bench the chosen models and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
-    parser.add_argument("--set", action="append", default=[], metavar="MODEL:KEY=VALUE",
-                        help="override a recipe entry of one model, e.g. seq2seq:epochs=1 (repeatable)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="CASE:KEY=VALUE",
+                        help="override a recipe entry of one case, e.g. seq2seq:epochs=1 (repeatable)")
     args = parser.parse_args(argv)
-    recipes: dict[str, dict] = {m: {} for m in args.models.split(",")}
+    unknown = set(args.cases.split(",")) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; known: {', '.join(CASES)}")
+    recipes: dict[str, dict] = {c: {} for c in args.cases.split(",")}
     for item in args.set:
-        model, _, assignment = item.partition(":")
+        case, _, assignment = item.partition(":")
         key, _, value = assignment.partition("=")
-        recipes[model][key] = registry.coerce(value, registry.get(model).train[key])
+        recipes[case][key] = registry.coerce(value, registry.get(CASES[case][0]).train[key])
     command = " ".join(["python bench/text_models.py", *(argv if argv is not None else sys.argv[1:])])
     figures = []
     with tempfile.TemporaryDirectory(prefix="bench-text-") as workdir:
-        for model, recipe in recipes.items():
-            figures.append(bench(model, recipe, Path(workdir)))
-            write(figures, command)  # after each model: a later failure keeps the figures measured so far
+        for case, recipe in recipes.items():
+            figures.append(bench(case, recipe, Path(workdir)))
+            write(figures, command)  # after each case: a later failure keeps the figures measured so far
     print(RESULTS.read_text())
     return 0
 
