@@ -39,30 +39,32 @@ RAW = RESULTS / "language.json"
 NANOGPT = {"val_loss": 1.956, "ms_per_iteration": 48.0}  # nanoGPT (PyTorch, CPU, eager) on this corpus, 2 cores
 TARGETS = {"val_loss": 1.95, "ms_per_iteration": 0.8 * NANOGPT["ms_per_iteration"], "cache_speedup": 5.0}
 SECTIONS = ("gpt", "step_time", "char_rnn", "generation")
+REQUESTS = 5  # per signature, protocol and length: the median is reported
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def step_timer():
-    """A Keras callback recording the time of every training batch's end, and the process CPU time."""
+    """A Keras callback recording the wall and process CPU time at every training batch's end."""
     import keras
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.ends: list[list[float]] = []
+            self.ends: list[list[tuple[float, float]]] = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.ends.append([])
 
         def on_train_batch_end(self, batch, logs=None):
-            self.ends[-1].append(time.perf_counter())
+            self.ends[-1].append((time.perf_counter(), time.process_time()))
 
-        def ms_per_iteration(self, skip: int = 10) -> float:
-            """Mean time between consecutive steps inside epochs (first `skip` steps of the run: compilation)."""
-            gaps = [b - a for epoch in self.ends for a, b in zip(epoch, epoch[1:], strict=False)][skip:]
-            return 1000 * statistics.fmean(gaps)
+        def ms_per_iteration(self, clock: int = 0, skip: int = 10) -> float:
+            """Mean wall (clock 0) or CPU (clock 1) time between consecutive steps inside epochs, after the
+            first `skip` steps of the run (compilation)."""
+            gaps = [b[clock] - a[clock] for epoch in self.ends for a, b in zip(epoch, epoch[1:], strict=False)]
+            return 1000 * statistics.fmean(gaps[skip:])
 
     return StepTimer()
 
@@ -98,7 +100,8 @@ def run_training(model: str, recipe: dict | None = None, budget_s: float | None 
     iterations = sum(len(e) for e in timer.ends)
     return {"val_loss": result.metrics["val_loss"], "test_loss": result.metrics["test_loss"],
             "train_loss": result.metrics["loss"], "iterations": iterations,
-            "ms_per_iteration": timer.ms_per_iteration(), "cpu_minutes": (time.process_time() - cpu) / 60,
+            "ms_per_iteration": timer.ms_per_iteration(), "cpu_ms_per_iteration": timer.ms_per_iteration(clock=1),
+            "cpu_minutes": (time.process_time() - cpu) / 60,
             "wall_minutes": (time.perf_counter() - wall) / 60, "test_split": result.metrics["test_split"]}
 
 
@@ -140,7 +143,8 @@ def time_steps(build, jit_compile: bool, steps: int = 300) -> dict:
     timer = step_timer()
     cpu = time.process_time()
     model.fit(splits.train, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
-    return {"ms_per_iteration": timer.ms_per_iteration(), "steps": steps,
+    return {"ms_per_iteration": timer.ms_per_iteration(), "cpu_ms_per_iteration": timer.ms_per_iteration(clock=1),
+            "steps": steps,
             "cpu_minutes": (time.process_time() - cpu) / 60}
 
 
@@ -197,7 +201,7 @@ def section_generation(raw: dict) -> dict:
                                   "temperature": np.array([1.0], np.float32), "top_k": np.array([0], np.int32),
                                   "seed": np.array([0], np.int64)}
                         seconds, cpu = [], server_cpu_seconds(server.process.pid)
-                        for seed in range(3):
+                        for seed in range(REQUESTS):
                             inputs["seed"][0] = seed
                             start = time.perf_counter()
                             answer = client.predict("gpt", inputs, signature_name=signature)
@@ -207,6 +211,7 @@ def section_generation(raw: dict) -> dict:
                                "requests": len(seconds), "median_s": statistics.median(seconds),
                                "tokens_per_s": new_tokens / statistics.median(seconds),
                                "server_cpu_minutes": (server_cpu_seconds(server.process.pid) - cpu) / 60}
+                        run["tokens_per_server_cpu_s"] = new_tokens * len(seconds) / (run["server_cpu_minutes"] * 60)
                         print(run, flush=True)
                         out["runs"].append(run)
     return out
@@ -218,6 +223,12 @@ def fmt(value: float, digits: int = 3) -> str:
 
 def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
+
+
+def when(section: dict) -> str:
+    """When a section was measured, and how busy the machine was (1-minute load average at its end)."""
+    load = section.get("load_average_1m")
+    return f"Measured {section['measured_at']}" + (f", load average {load:.1f} at the end." if load else ".")
 
 
 def write_markdown(raw: dict) -> Path:
@@ -232,7 +243,7 @@ def write_markdown(raw: dict) -> Path:
         lines += ["## gpt, nanoGPT's CPU configuration (`tfzoo train gpt`, the zoo's defaults)", "",
                   "4 layers, 4 heads, 128 embedding, block 64, batch 12, 2000 iterations, AdamW (beta2 0.99, weight "
                   "decay 0.1), lr 1e-3, 100 warmup iterations, cosine decay to 1e-4, clip 1.0, no dropout, "
-                  "jit_compile=True.", "",
+                  "jit_compile=True. " + when(gpt), "",
                   "| figure | tfzoo gpt | nanoGPT (PyTorch CPU) | target | |", "|---|---|---|---|---|",
                   f"| validation loss at {gpt['iterations']} iterations (20 random batches of the validation split) "
                   f"| {fmt(gpt['val_loss'])} | {NANOGPT['val_loss']} | <= {TARGETS['val_loss']} "
@@ -240,6 +251,8 @@ def write_markdown(raw: dict) -> Path:
                   f"| ms/iteration (mean step time, after the first 10 steps) | {fmt(gpt['ms_per_iteration'], 1)} "
                   f"| {NANOGPT['ms_per_iteration']} | <= {TARGETS['ms_per_iteration']:.1f} "
                   f"| {verdict(gpt['ms_per_iteration'] <= TARGETS['ms_per_iteration'])} |",
+                  *([f"| CPU ms/iteration (process CPU time, all threads) | {fmt(gpt['cpu_ms_per_iteration'], 1)} "
+                     "| | | |"] if "cpu_ms_per_iteration" in gpt else []),
                   f"| test loss ({gpt['test_split']}) | {fmt(gpt['test_loss'])} | | | |",
                   f"| train loss (mean of the last epoch) | {fmt(gpt['train_loss'])} | | | |",
                   f"| CPU minutes / wall minutes of the whole run (data, training, evaluation, TensorBoard samples) "
@@ -248,18 +261,19 @@ def write_markdown(raw: dict) -> Path:
     if steps:
         lines += ["## gpt training step: XLA and attention implementation", "",
                   f"The same recipe, {steps['own_xla']['steps']} steps each, in one run; mean step time after the "
-                  "first 10 steps.", "",
-                  "| variant | ms/iteration | CPU minutes |", "|---|---|---|"]
+                  "first 10 steps. " + when(steps), "",
+                  "| variant | ms/iteration (wall) | CPU ms/iteration (all threads) | CPU minutes (+ compile) |",
+                  "|---|---|---|---|"]
         names = {"own_xla": "zoo attention (keras.ops), jit_compile=True",
                  "own_no_xla": "zoo attention (keras.ops), jit_compile=False",
                  "keras_mha_xla": "keras.layers.MultiHeadAttention, jit_compile=True"}
-        lines += [f"| {name} | {fmt(steps[k]['ms_per_iteration'], 1)} | {fmt(steps[k]['cpu_minutes'], 2)} |"
-                  for k, name in names.items() if k in steps] + [""]
+        lines += [f"| {name} | {fmt(steps[k]['ms_per_iteration'], 1)} | {fmt(steps[k]['cpu_ms_per_iteration'], 1)} "
+                  f"| {fmt(steps[k]['cpu_minutes'], 2)} |" for k, name in names.items() if k in steps] + [""]
     rnn = raw.get("char_rnn")
     if rnn:
         lines += ["## char_rnn at the gpt run's CPU budget", "",
                   f"`tfzoo train char_rnn` (2 x LSTM 128, sequences of 50, batch 50, lr 2e-3 cosine), stopped once "
-                  f"it had used {fmt(rnn['budget_cpu_minutes'], 2)} CPU minutes (the gpt run's).", "",
+                  f"it had used {fmt(rnn['budget_cpu_minutes'], 2)} CPU minutes (the gpt run's). " + when(rnn), "",
                   "| model | iterations | validation loss (20 random batches) | test loss (all windows) | "
                   "ms/iteration | CPU minutes |", "|---|---|---|---|---|---|",
                   f"| char_rnn | {rnn['iterations']} | {fmt(rnn['val_loss'])} | {fmt(rnn['test_loss'])} | "
@@ -273,20 +287,24 @@ def write_markdown(raw: dict) -> Path:
         lines += ["## Served generation: key/value cache vs recomputation", "",
                   f"gpt with block size {gen['block_size']} (4 layers, 4 heads, 128 embedding; untrained weights, "
                   "speed only) exported by `pipelines.train.export_model` and served by tfzoo-model-server; one "
-                  "request generates the whole text (prompt \"\\n\", temperature 1, no top-k); median of 3 requests. "
+                  f"request generates the whole text (prompt \"\\n\", temperature 1, no top-k); median of {REQUESTS} "
+                  "requests, and tokens per CPU second of the server process (steadier than wall time on a shared "
+                  "machine). " + when(gen) + " "
                   f"{gen['block_size'] - 1} new tokens fill the block; 1024 go past it (cache: re-prefill on the "
                   "last 128 tokens every 128 tokens; no cache: the last 256 tokens at every step).", "",
-                  "| signature | protocol | new tokens | median s/request | tokens/s | server CPU minutes |",
-                  "|---|---|---|---|---|---|"]
+                  "| signature | protocol | new tokens | median s/request | tokens/s | tokens per server CPU s | "
+                  "server CPU minutes |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['signature']} | {r['protocol']} | {r['new_tokens']} | {fmt(r['median_s'])} | "
-                  f"{fmt(r['tokens_per_s'], 1)} | {fmt(r['server_cpu_minutes'], 3)} |" for r in gen["runs"]]
-        by = {(r["signature"], r["protocol"], r["new_tokens"]): r["tokens_per_s"] for r in gen["runs"]}
+                  f"{fmt(r['tokens_per_s'], 1)} | {fmt(r['tokens_per_server_cpu_s'], 1)} | "
+                  f"{fmt(r['server_cpu_minutes'], 3)} |" for r in gen["runs"]]
         lines.append("")
-        for protocol in ("grpc", "rest"):
-            key = (protocol, gen["block_size"] - 1)
-            speedup = by[("generate", *key)] / by[("generate_no_cache", *key)]
-            lines.append(f"- cache speedup up to the block size ({protocol}): {speedup:.1f}x; target >= "
-                         f"{TARGETS['cache_speedup']:.0f}x: {verdict(speedup >= TARGETS['cache_speedup'])}")
+        for figure, words in (("tokens_per_s", "tokens/s"), ("tokens_per_server_cpu_s", "tokens per server CPU s")):
+            by = {(r["signature"], r["protocol"], r["new_tokens"]): r[figure] for r in gen["runs"]}
+            for protocol in ("grpc", "rest"):
+                key = (protocol, gen["block_size"] - 1)
+                speedup = by[("generate", *key)] / by[("generate_no_cache", *key)]
+                lines.append(f"- cache speedup up to the block size, {words} ({protocol}): {speedup:.1f}x; target >= "
+                             f"{TARGETS['cache_speedup']:.0f}x: {verdict(speedup >= TARGETS['cache_speedup'])}")
         lines.append("")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "language.md"
@@ -306,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         raw[name] = globals()[f"section_{name}"](raw)
         raw[name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        raw[name]["load_average_1m"] = os.getloadavg()[0]  # other jobs on the machine slow the wall-clock figures
         RESULTS.mkdir(exist_ok=True)
         RAW.write_text(json.dumps(raw, indent=2))
         print(f"wrote {write_markdown(raw)}", flush=True)
