@@ -83,7 +83,10 @@ def test_resnet_refuses_a_depth_that_is_not_6n_plus_2():
 def test_each_application_adapts_small_grayscale_images_at_its_smallest_input(name):
     smallest = applications.APPLICATIONS[name][2]
     model = zoo.build(name, backbone_size=smallest)
-    assert model.get_layer(applications.BACKBONE).trainable  # random weights: everything trains
+    backbone = model.get_layer(applications.BACKBONE)
+    assert backbone.trainable  # random weights: everything trains, BatchNorm statistics follow a short run
+    assert {layer.momentum for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)} <= {
+        applications.BATCHNORM_MOMENTUM}  # (VGG16 has no BatchNorm)
     probabilities = model(np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32))
     np.testing.assert_allclose(np.sum(probabilities, -1), 1.0, rtol=1e-5)
 

@@ -23,6 +23,7 @@ from zoo.labels import FASHION_MNIST_LABELS
 from zoo.registry import register_model
 
 BACKBONE = "backbone"  # the application's layer name inside the zoo model
+BATCHNORM_MOMENTUM = 0.99  # Keras's default, for backbones trained from random weights
 
 # name -> (keras.applications constructor, its preprocessing module, smallest input it takes, layers to fine-tune)
 APPLICATIONS = {
@@ -65,6 +66,10 @@ def transfer_classifier(name: str, *, num_classes: int, image_size: int, channel
     backbone = load_backbone(name, backbone_size, weights)
     pretrained = weights.lower() != "none"
     backbone.trainable = not pretrained
+    if not pretrained:  # MobileNetV2's BatchNorm momentum 0.999 leaves the moving statistics behind a short run
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = BATCHNORM_MOMENTUM
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = layers.Resizing(backbone_size, backbone_size)(inputs)
     if channels == 1:
