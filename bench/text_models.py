@@ -1,4 +1,6 @@
-"""Quality of the text and sequence models (text_classifier, seq2seq, forecaster); writes bench/results/text_models.md.
+"""Quality of the text and sequence models (text_classifier, seq2seq(_transformer), forecaster).
+
+Writes bench/results/text_models.md.
 
     nice -n 15 .venv/bin/python bench/text_models.py                 # every case, default recipes
     nice -n 15 .venv/bin/python bench/text_models.py --cases seq2seq --set seq2seq:epochs=1
@@ -27,6 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "text_models.md"
 CASES = {  # name -> (model, dataset (None: the model's default), hyperparameters, recipe)
     "text_classifier": ("text_classifier", None, {}, {}),
     "seq2seq": ("seq2seq", None, {}, {}),
+    "seq2seq_transformer": ("seq2seq_transformer", None, {}, {}),
     "forecaster": ("forecaster", None, {}, {}),
     "forecaster_sunspots": ("forecaster", "sunspots", {"input_length": 44, "horizon": 11}, {"batch_size": 16}),
 }
@@ -69,9 +72,9 @@ def row(f: dict) -> str:
         return (f"| text_classifier | {f['dataset']} | test accuracy **{e['accuracy']:.3f}** ({e['examples']} lines "
                 f"of 8 unseen plays; validation, other lines of the training plays: "
                 f"{f['run_metrics']['val_accuracy']:.3f}) | majority class ({label}): {share:.3f} | {cost} |")
-    if f["model"] == "seq2seq":
+    if f["model"].startswith("seq2seq"):
         verdict = "MET" if e["exact_match"] >= SEQ2SEQ_TARGET else "NOT MET"
-        return (f"| seq2seq | {f['dataset']} | exact match **{e['exact_match']:.4f}** ({e['examples']} dates in "
+        return (f"| {f['model']} | {f['dataset']} | exact match **{e['exact_match']:.4f}** ({e['examples']} dates in "
                 f"held-out phrasings, greedy `translate`) | target >= {SEQ2SEQ_TARGET}: {verdict} | {cost} |")
     verdict = "MET" if e["beats_seasonal_naive"] else "NOT MET"
     step = timeseries.load_series(f["dataset"]).step

@@ -1,6 +1,6 @@
-"""Text and sequence models: text_classifier, seq2seq and forecaster, trained tiny, exported and served.
+"""Text and sequence models: text_classifier, seq2seq(_transformer) and forecaster, trained tiny, exported, served.
 
-One tiny run per model (1 epoch) is shared by the module; one real model server serves all three.
+One tiny run per model (1 epoch) is shared by the module; one real model server serves them all.
 """
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ TINY = {  # model -> (dataset, hyperparameters, recipe): seconds of training eac
                                               "embedding_dim": 8, "lstm_units": 8},
                         {"epochs": 1, "batch_size": 16}),
     "seq2seq": ("dates_small", {"units": 16, "embedding_dim": 8}, {"epochs": 1, "batch_size": 128}),
+    "seq2seq_transformer": ("dates_small", {"dim": 16, "heads": 2, "num_layers": 1}, {"epochs": 1, "batch_size": 128}),
     "forecaster": ("co2", {"units": 8}, {"epochs": 1, "batch_size": 64}),
 }
-SIGNATURE = {"text_classifier": "serving_default", "seq2seq": "translate", "forecaster": "forecast"}
+SIGNATURE = {"text_classifier": "serving_default", "seq2seq": "translate", "seq2seq_transformer": "translate",
+             "forecaster": "forecast"}
 TENSORBOARD_EXTRA = {"text_classifier": "confusion_matrix", "seq2seq": "translations",
-                     "forecaster": "forecast_vs_truth"}
+                     "seq2seq_transformer": "translations", "forecaster": "forecast_vs_truth"}
 
 
 def example_inputs(model: str) -> dict[str, np.ndarray]:
@@ -37,7 +39,7 @@ def example_inputs(model: str) -> dict[str, np.ndarray]:
     if model == "forecaster":
         values = timeseries.load_series("co2").values
         return {"history": np.stack([values[i : i + 104] for i in (0, 700, 2000)])}
-    if model == "seq2seq":
+    if model.startswith("seq2seq"):
         return {"text": np.array([b"the first of May, 1999", "13 März 2005".encode(), b"DEC 31ST TWENTY TWELVE"],
                                  dtype=object)}
     return {"text": np.array([b"a wonderful film", "très bien ☺".encode(), b"dull"], dtype=object)}
@@ -143,9 +145,9 @@ def test_the_classifier_refuses_a_dataset_whose_classes_are_not_its_labels(data_
         train.train("text_classifier", dataset="tfds:imdb_reviews", runs_dir=tmp_path, data_dir=data_dir, verbose=0)
 
 
-@pytest.mark.parametrize("model", ["text_classifier", "seq2seq"])
+@pytest.mark.parametrize("model", ["text_classifier", "seq2seq_transformer"])
 def test_a_runs_checkpoint_exports_the_same_model(runs, data_dir, tmp_path, model):
-    """The classifier's vocabulary is adapted again (it is not in the weights file), seq2seq's weights load."""
+    """The classifier's vocabulary is adapted again (it is not in the weights file), subclassed models load."""
     run = runs[model]
     with mocked(TINY[model][0]):
         version = train.export_checkpoint(model, run.run_dir.name, runs_dir=run.run_dir.parent.parent,
@@ -167,8 +169,9 @@ def test_forecaster_evaluation_reports_mae_beside_seasonal_naive(runs):
     assert result["mae"] == pytest.approx(runs["forecaster"].metrics["test_mae"], rel=1e-4)
 
 
-def test_translate_returns_strings_of_digits_and_dashes(runs):
-    fn = tf.saved_model.load(str(runs["seq2seq"].export_dir)).signatures["translate"]
+@pytest.mark.parametrize("model", ["seq2seq", "seq2seq_transformer"])
+def test_translate_returns_strings_of_digits_and_dashes(runs, model):
+    fn = tf.saved_model.load(str(runs[model].export_dir)).signatures["translate"]
     out = fn(text=tf.constant(example_inputs("seq2seq")["text"]))["translation"].numpy()
     assert out.shape == (3,) and all(set(t.decode()) <= set("0123456789-") and len(t) <= 16 for t in out)
 
