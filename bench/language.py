@@ -272,7 +272,8 @@ def write_markdown(raw: dict) -> Path:
     rnn = raw.get("char_rnn")
     if rnn:
         lines += ["## char_rnn at the gpt run's CPU budget", "",
-                  f"`tfzoo train char_rnn` (2 x LSTM 128, sequences of 50, batch 50, lr 2e-3 cosine), stopped once "
+                  f"`tfzoo train char_rnn` (2 x LSTM 128, sequences of 50, batch 50, AdamW lr 2e-3 with a cosine "
+                  "schedule over 80 epochs, so the budget stops it near the peak rate), stopped once "
                   f"it had used {fmt(rnn['budget_cpu_minutes'], 2)} CPU minutes (the gpt run's). " + when(rnn), "",
                   "| model | iterations | validation loss (20 random batches) | test loss (all windows) | "
                   "ms/iteration | CPU minutes |", "|---|---|---|---|---|---|",
