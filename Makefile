@@ -51,8 +51,8 @@ bench-generative: install
 bench-text: install
 	nice -n 15 $(PY) bench/text_models.py
 
-# cnn, resnet, unet, detector, mobilenet_v2 trained, scored on their test splits and served (about 2 CPU-hours;
-# writes bench/results/vision.md; `.venv/bin/python bench/vision.py unet` runs one)
+# cnn, resnet, unet, detector, mobilenet_v2 trained, scored on their test splits and served (about 30 CPU-minutes
+# of training, an hour on a shared 2-core machine; writes bench/results/vision.md; `bench/vision.py unet` runs one)
 bench-vision: install
 	nice -n 15 $(PY) bench/vision.py cnn resnet unet detector mobilenet_v2
 
