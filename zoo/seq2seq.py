@@ -221,7 +221,7 @@ def seq2seq(source_chars: str, target_chars: str, embedding_dim: int, units: int
     hparams={"source_chars": SOURCE_CHARS, "target_chars": TARGET_CHARS, "dim": 64, "heads": 4, "num_layers": 2,
              "max_source_chars": 64, "max_target_length": 16},
     input_spec=INPUT_SPEC,
-    train={**TRAIN, "learning_rate": 1e-3},
+    train={**TRAIN, "epochs": 6, "learning_rate": 1e-3},  # still learning after 2 (validation exact match 0.89)
 )
 def seq2seq_transformer(source_chars: str, target_chars: str, dim: int, heads: int, num_layers: int,
                         max_source_chars: int, max_target_length: int) -> keras.Model:
