@@ -50,7 +50,7 @@ CONFIGS = {
 }
 RESNET_CPU_MINUTES = 60  # the resnet target holds within this much training CPU time
 NOTES = {
-    "resnet": "6 epochs, not the recipe's 30: what the shared 2-core machine (load average 7-14 from other "
+    "resnet": "fewer epochs than the recipe's 30: what the shared 2-core machine (load average 7-14 from other "
               "engineers' jobs) allowed before the deadline. The 30-epoch recipe was not measured.",
     "mobilenet_v2": "random weights (ImageNet weights cannot be downloaded here), the smallest backbone input "
                     "(32x32) and one epoch: a throughput figure, not a transfer-learning result.",
