@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -138,8 +139,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     outputs = c.predict(args.model, {"image_bytes": images}, signature_name=args.signature)
     for i, path in enumerate(args.images):
         row = {k: v[i].tolist() for k, v in outputs.items()}
-        print(path, json.dumps(row, default=lambda b: b.decode() if isinstance(b, bytes) else str(b)))
+        print(path, json.dumps(row, default=json_bytes))
     return 0
+
+
+def json_bytes(value) -> object:
+    """Bytes in printed JSON: text as text, anything else (a PNG mask) as {"b64": ...}, TF Serving's REST way."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(value).decode()}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
 """The `tfzoo` command line: helpful --help, and one-line errors instead of tracebacks."""
+import json
 import subprocess
 import sys
 
@@ -54,3 +55,9 @@ def test_evaluate_without_an_export_says_how_to_make_one(tmp_path):
     result = run("evaluate", "cnn", "--models-dir", str(tmp_path))
     assert result.returncode == 2
     assert "run `tfzoo train cnn` first" in result.stderr
+
+
+def test_predict_prints_text_outputs_as_text_and_binary_ones_as_b64():
+    row = {"top_k_labels": [b"Shirt"], "mask_png_bytes": b"\x89PNG\r\n\x1a\n"}
+    assert json.loads(json.dumps(row, default=cli.json_bytes)) == {
+        "top_k_labels": ["Shirt"], "mask_png_bytes": {"b64": "iVBORw0KGgo="}}
