@@ -11,9 +11,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 
 import zoo
 from pipelines import evaluate, fid, train
+from pipelines import export as exporter
 from serving import config
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.launch import ModelServerProcess
@@ -178,6 +180,14 @@ def test_runs_log_losses_grids_and_fd_cnn_per_epoch(runs):
                 for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
         assert expected_images[name] <= tags
         assert ("epoch_fd_cnn" in tags) == (name != "autoencoder")
+
+
+def test_every_signature_has_a_warmup_request(runs):
+    for name, run in runs.items():
+        records = tf.data.TFRecordDataset(str(run.export_dir / "assets.extra" / exporter.WARMUP_FILE))
+        warmed = {prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request.model_spec.signature_name
+                  for r in records}
+        assert warmed == set(zoo.get(name).builder.SIGNATURES)
 
 
 def test_a_gan_checkpoint_exports_as_the_same_generator(runs, data_dir, tmp_path, loaded):

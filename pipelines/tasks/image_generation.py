@@ -255,18 +255,20 @@ def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
 
 
 def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Real requests for every signature but `decode` (its latent size depends on the run's hyperparameters)."""
+    """Real requests for every signature (`spec.hparams` are the run's: they give decode's latent size)."""
     images = np.asarray(sample_batch[0][:4], np.float32)
+    latent = np.random.default_rng(0).standard_normal((4, spec.hparams.get("latent_dim", 0))).astype(np.float32)
     count_seed = {"count": np.int32(4), "seed": np.int64(0)}
     first_class = spec.labels[0].encode() if spec.labels else b""  # only conditional models have labels
     by_kind = {
         "reconstruct": {"image": images},
         "encode": {"image": images},
+        "decode": {"latent": latent},
         "sample": count_seed,
         "sample_label": {"label": np.int32(0), **count_seed},
         "sample_class_name": {"class_name": np.array(first_class, object), **count_seed},
     }
-    return [(name, by_kind[kind]) for name, kind in spec.builder.SIGNATURES.items() if kind in by_kind]
+    return [(name, by_kind[kind]) for name, kind in spec.builder.SIGNATURES.items()]
 
 
 def generate_served(fn, count: int, *, labels: int | None = None, seed: int = 0) -> np.ndarray:
