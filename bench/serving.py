@@ -389,7 +389,9 @@ def markdown(rows: list[dict], args, seconds_total: float) -> str:
         "# Serving benchmark", "",
         f"Command: `.venv/bin/python bench/serving.py{' --quick' if args.quick else ''}` · date "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · machine: {os.cpu_count()} cores, "
-        f"{platform.machine()}, load generators on the same machine · run took {seconds_total / 60:.1f} min.",
+        f"{platform.machine()}, load generators on the same machine · run took {seconds_total / 60:.1f} min · "
+        f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine slows every server alike, "
+        "but not by the same factor).",
         f"Requests: half_plus_two `{{\"instances\": [1.0]}}`; cnn one 28x28x1 float image (784 JSON numbers) "
         f"per request. Latency: {args.latency_requests} sequential keep-alive requests (one Python client) after "
         f"{args.latency_requests // 10} warm-up requests. Throughput: {args.seconds} s at each concurrency; REST "
