@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+import zoo
 from pipelines import export as exporter
-from pipelines import train
+from pipelines import tasks, train
 from zoo.labels import FASHION_MNIST_LABELS
 
 
@@ -128,3 +129,16 @@ def test_a_runs_checkpoint_exports_as_the_next_version(trained_cnn, data_dir, tm
     np.testing.assert_allclose(from_checkpoint["probabilities"], from_training["probabilities"], rtol=1e-5)
     with pytest.raises(FileNotFoundError, match="no checkpoint of epoch 7"):
         train.export_checkpoint("cnn", trained_cnn.run_dir.name, epoch=7, runs_dir=runs_dir, models_dir=tmp_path)
+
+
+@pytest.mark.parametrize("task", zoo.TASKS)
+def test_every_task_has_a_pipeline_with_the_hooks_the_trainer_and_exporter_call(task):
+    module = tasks.get(task)
+    for hook in ("compile", "callbacks", "signatures", "warmup_requests", "evaluate_export"):
+        assert callable(getattr(module, hook, None)), f"{task} has no {hook}"
+    assert callable(getattr(module, "load_splits", None) or getattr(module, "preprocess", None))
+
+
+def test_an_unknown_task_names_the_known_ones():
+    with pytest.raises(KeyError, match="unknown task 'poetry'; one of image_classification"):
+        tasks.get("poetry")

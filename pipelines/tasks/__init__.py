@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import os
 from types import ModuleType
 
@@ -55,15 +54,10 @@ class Splits:
     names: dict
 
 
-def implemented() -> list[str]:
-    """Tasks with a pipeline module."""
-    return [t for t in zoo.TASKS if importlib.util.find_spec(f"{__name__}.{t}") is not None]
-
-
 def get(task: str) -> ModuleType:
     """The task module for `task` (a name from `zoo.TASKS`)."""
-    if task not in zoo.TASKS or importlib.util.find_spec(f"{__name__}.{task}") is None:
-        raise NotImplementedError(f"task {task!r} has no pipeline yet; implemented: {implemented()}")
+    if task not in zoo.TASKS:
+        raise KeyError(f"unknown task {task!r}; one of {', '.join(zoo.TASKS)}")
     return importlib.import_module(f"{__name__}.{task}")
 
 
