@@ -57,7 +57,7 @@ def rpc(method):
 
     The decorated method takes `(self, request, context)` as grpc's threaded server calls it; the
     ServingError's status aborts the call. `handle(self, request)` is the same call without a
-    context, returning (response, error), for the asyncio server (`aio_servicer`).
+    context, returning (response, error), for the asyncio server (`AioServicer`).
     """
     api = re.sub(r"(?<!^)(?=[A-Z])", "_", method.__name__).lower()  # GetModelMetadata -> get_model_metadata
 
