@@ -158,10 +158,11 @@ def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None,
     epoch = max(checkpoints) if epoch is None else epoch
     if epoch not in checkpoints:
         raise FileNotFoundError(f"run {run_dir} has no checkpoint of epoch {epoch}; it has {sorted(checkpoints)}")
-    spec = dataclasses.replace(zoo.get(model_name), hparams=config["hparams"])
+    recipe = config["recipe"]
+    # As the run set them: signatures read export options (e.g. test_time_flip) from the recipe.
+    spec = dataclasses.replace(zoo.get(model_name), hparams=config["hparams"], train=recipe)
     model = zoo.build(model_name, **config["hparams"])
     task = tasks.get(spec.task)
-    recipe = config["recipe"]
     splits = tasks.load_splits(task, spec, recipe, config["dataset"], data_dir=data_dir, seed=config.get("seed", 0))
     tasks.adapt(task, model, splits)  # vocabularies are not in the weights file
     model.load_weights(str(checkpoints[epoch]))

@@ -68,8 +68,9 @@ class FineTuneSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def optimizer(recipe: dict, steps_per_epoch: int, fine_tune: bool = False) -> keras.optimizers.Optimizer:
-    """AdamW with linear warmup then cosine decay over the run; with `fine_tune`, a second cosine at
-    `fine_tune_rate` times the rate over the last `fine_tune_epochs`."""
+    """AdamW (or, with `optimizer: "sgd"`, SGD with Nesterov momentum 0.9), linear warmup then cosine decay
+    over the run; with `fine_tune`, a second cosine at `fine_tune_rate` times the rate over the last
+    `fine_tune_epochs`. Weight decay is decoupled (Keras multiplies it by the learning rate) for both."""
     total = max(1, recipe["epochs"] * steps_per_epoch)
     warmup = int(recipe["warmup_epochs"] * steps_per_epoch)
     schedule = cosine(recipe["learning_rate"], total, warmup)
@@ -77,6 +78,11 @@ def optimizer(recipe: dict, steps_per_epoch: int, fine_tune: bool = False) -> ke
         switch = max(0, recipe["epochs"] - recipe["fine_tune_epochs"]) * steps_per_epoch
         schedule = FineTuneSchedule(cosine(recipe["learning_rate"], switch, warmup),
                                     cosine(recipe["learning_rate"] * recipe["fine_tune_rate"], total - switch), switch)
+    kind = recipe.get("optimizer", "adamw")
+    if kind == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=recipe["weight_decay"])
+    if kind != "adamw":
+        raise ValueError(f"recipe optimizer must be 'adamw' or 'sgd', got {kind!r}")
     return keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"])
 
 
@@ -176,20 +182,36 @@ def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbac
     return extras
 
 
+def classifier(model: keras.Model, test_time_flip: bool):
+    """images -> probabilities; with `test_time_flip`, the mean of the image's and its mirror image's
+    (test-time augmentation: twice the compute for about +0.3 points on Fashion-MNIST; only for models
+    trained with flip augmentation)."""
+
+    def classify(images):
+        probabilities = model(images, training=False)
+        if test_time_flip:
+            probabilities = (probabilities + model(tf.image.flip_left_right(images), training=False)) / 2.0
+        return probabilities
+
+    return classify
+
+
 def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
-    """`serving_default` (float images -> probabilities) and `encoded_image` (bytes -> top-k labels)."""
+    """`serving_default` (float images -> probabilities) and `encoded_image` (bytes -> top-k labels); both
+    average over a horizontal flip when the recipe sets `test_time_flip`."""
     height, width, channels = image_shape(spec, hparams)
     labels = tf.constant(list(spec.labels) or [str(i) for i in range(model.output_shape[-1])])
     k = min(TOP_K, int(labels.shape[0]))
+    classify = classifier(model, bool(spec.train.get("test_time_flip")))
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="image")])
     def serving_default(image):
-        return {"probabilities": model(image, training=False)}
+        return {"probabilities": classify(image)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def encoded_image(image_bytes):
         images, _ = decode_images(image_bytes, height, width, channels)
-        scores, ids = tf.math.top_k(model(images, training=False), k=k)
+        scores, ids = tf.math.top_k(classify(images), k=k)
         return {"top_k_labels": tf.gather(labels, ids), "top_k_scores": scores, "top_k_ids": ids}
 
     return {"serving_default": serving_default, "encoded_image": encoded_image}
