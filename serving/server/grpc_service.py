@@ -10,6 +10,7 @@ import concurrent.futures
 import functools
 import logging
 import re
+import threading
 import time
 
 import grpc
@@ -120,21 +121,39 @@ class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceS
         version, signature, outputs = self.core.predict(spec, inputs, list(request.output_filter))
         return predict_response(spec, version, signature, outputs)
 
-    async def aio_Predict(self, request: predict_pb2.PredictRequest, pool: concurrent.futures.Executor):
-        """Predict on the event loop: decode, start the run (a batch, or on `pool`), await it, encode."""
+    async def aio_Predict(self, request: predict_pb2.PredictRequest, pool: concurrent.futures.Executor,
+                          mailbox: Mailbox):
+        """Predict on the event loop: decode and start the run (a batch, or on `pool`), then await it.
+
+        The response is encoded, the version released and the call counted by the thread that ran the
+        batch (`finish`), off the event loop, whose one thread is what caps the request rate; results
+        reach the loop through a `Mailbox`: one wake-up per batch, not one per request.
+        """
         started = time.perf_counter()
-        response = error = None
         try:
             spec, inputs = predict_request(request)
             servable, signature, future, aliases = self.core.start_predict(spec, inputs, list(request.output_filter),
                                                                            pool)
-            future.add_done_callback(lambda _: servable.release())  # keep the version loaded until it ran
-            outputs = dict(zip(aliases, await asyncio.wrap_future(future), strict=True))
-            response = predict_response(spec, servable.version, signature, outputs)
         except Exception as e:
             error = serving_error(e, "Predict")
-        self.observe("predict", request, response, error, started)
-        return response, error
+            self.observe("predict", request, None, error, started)
+            return None, error
+        waiter = mailbox.loop.create_future()
+
+        def finish(done: concurrent.futures.Future) -> None:
+            response = error = None
+            try:
+                response = predict_response(spec, servable.version, signature,
+                                            dict(zip(aliases, done.result(), strict=True)))
+            except Exception as e:
+                error = serving_error(e, "Predict")
+            finally:
+                servable.release()  # the version stayed loaded until its run was over
+            self.observe("predict", request, response, error, started)
+            mailbox.put(waiter, (response, error))
+
+        future.add_done_callback(finish)
+        return await waiter
 
     @rpc
     def Classify(self, request) -> classification_pb2.ClassificationResponse:
@@ -236,6 +255,38 @@ class ModelService(Servicer, model_service_pb2_grpc.ModelServiceServicer):
 
 # --- the asyncio server (with --enable_batching) ---------------------------------------------------------
 
+class Mailbox:
+    """Results from worker threads to one event loop's futures, with one wake-up per burst.
+
+    `loop.call_soon_threadsafe` per result writes to the loop's wake-up pipe and runs one callback per
+    request; a batch of 32 finishing at once needs one: the first `put` of a burst schedules `_drain`,
+    the others only append.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._items: list[tuple[asyncio.Future, object]] = []
+        self._lock = threading.Lock()
+
+    def put(self, future: asyncio.Future, result) -> None:
+        """Set `result` on `future` from any thread (dropped if the loop has closed)."""
+        with self._lock:
+            self._items.append((future, result))
+            first = len(self._items) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: the server is gone, and its calls with it
+                pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for future, result in items:
+            if not future.done():  # a cancelled call (client gone) has nobody to answer
+                future.set_result(result)
+
+
 class AioServicer:
     """A Servicer for grpc.aio: Predict awaits its batch on the event loop; other RPCs run on `pool`.
 
@@ -246,6 +297,7 @@ class AioServicer:
 
     def __init__(self, servicer: Servicer, pool: concurrent.futures.Executor):
         self.servicer, self.pool = servicer, pool
+        self.mailbox: Mailbox | None = None  # made by the first call, on the server's event loop
 
     def __getattr__(self, name: str):
         method = getattr(type(self.servicer), name, None)
@@ -255,7 +307,9 @@ class AioServicer:
 
         async def call(request, context):
             if direct is not None:
-                response, error = await direct(request, self.pool)
+                if self.mailbox is None:
+                    self.mailbox = Mailbox(asyncio.get_running_loop())
+                response, error = await direct(request, self.pool, self.mailbox)
             else:
                 loop = asyncio.get_running_loop()
                 response, error = await loop.run_in_executor(self.pool, method.handle, self.servicer, request)

@@ -1,7 +1,9 @@
 """Server pieces without a server: TF Serving's JSON rules, tensors, flags, config files, version policies."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
 
 import grpc
 import numpy as np
@@ -17,6 +19,7 @@ from serving import client, config
 from serving.server import flags, rest, tensors
 from serving.server.batching import BatchingOptions
 from serving.server.errors import HTTP_STATUS, ServingError
+from serving.server.grpc_service import Mailbox
 from serving.server.protos import BatchingParameters
 from serving.server.servable import Signature
 from serving.server.source import apply_policy, list_versions
@@ -240,3 +243,21 @@ def test_unset_batching_fields_take_tf_defaults():
 def test_allowed_batch_sizes_are_validated(text, message):
     with pytest.raises(ValueError, match=message):
         BatchingOptions.from_proto(text_format.Parse(text, BatchingParameters()))
+
+
+def test_mailbox_hands_a_burst_of_results_to_the_loop_with_one_wake_up():
+    loop = asyncio.new_event_loop()
+    mailbox = Mailbox(loop)
+    futures = [loop.create_future() for _ in range(32)]
+    wake_ups = []
+    schedule = loop.call_soon_threadsafe
+    loop.call_soon_threadsafe = lambda *args: (wake_ups.append(args), schedule(*args))[1]
+    worker = threading.Thread(target=lambda: [mailbox.put(f, i) for i, f in enumerate(futures)])
+    worker.start()
+    worker.join()
+    futures[5].cancel()  # a call whose client went away: skipped, the others still answered
+    results = loop.run_until_complete(asyncio.gather(*futures, return_exceptions=True))
+    assert len(wake_ups) == 1
+    assert [r for i, r in enumerate(results) if i != 5] == [i for i in range(32) if i != 5]
+    loop.close()
+    mailbox.put(futures[0], "late")  # after the server's loop closed: dropped, no error
