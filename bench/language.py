@@ -11,7 +11,7 @@ from all sections measured so far):
   char_rnn     char_rnn (the zoo's defaults) trained until it has used the CPU time of the gpt run.
   budget       the gpt configuration that 30 CPU minutes of training serve best: BUDGET_CONFIGS trained at
                once, each in its own process with one TensorFlow thread, each stopped at 30 CPU minutes; a
-               30-step probe first sets the iterations (and so the cosine schedule) to end inside the budget.
+               40-step probe first sets the iterations (and so the cosine schedule) to end inside the budget.
   generation   a block-256 gpt (4 layers, 4 heads, 128 embedding; untrained weights: speed only) exported and
                served by tfzoo-model-server: tokens/s of `generate` (key/value cache) and `generate_no_cache`
                (recomputing the context each step), one prompt character + 255 new tokens (up to the block

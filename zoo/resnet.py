@@ -35,7 +35,7 @@ def preact_block(x, filters: int, strides: int):
     hparams={"num_classes": 10, "image_size": 28, "channels": 1, "depth": 20, "width": 1},
     input_spec={"image": {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]}},
     labels=FASHION_MNIST_LABELS,
-    # SGD beat AdamW here (bench/results/resnet-recipe.md: 14 runs of this network on a GPU), and the
+    # SGD beat AdamW here (bench/results/resnet-recipe.md: 19 thirty-epoch runs of this network on a GPU), and the
     # flip-averaged prediction adds ~0.3 points at twice the inference compute.
     train={"epochs": 30, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.1, "weight_decay": 5e-3,
            "warmup_epochs": 1, "label_smoothing": 0.1, "augment": True, "test_time_flip": True},
