@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -81,6 +82,64 @@ def loads(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise invalid(f"JSON Parse error: {e}") from None
+
+
+# The characters of JSON numbers, and the whitespace between tokens: what is left of a body without them is
+# its structure (brackets, braces, commas, keys).
+_NUMBER_AND_SPACE = b"0123456789.eE+- \t\r\n"
+
+
+def numeric_predict_body(body: bytes) -> tuple[str, str, np.ndarray] | None:
+    """The common :predict body, parsed straight into one float64 array: ("instances" or "inputs",
+    signature_name, array) for `{"instances"|"inputs": <regular nested array of numbers>}`, optionally with
+    a string "signature_name"; None for any other body, which the general path (`loads` + `from_json`)
+    then parses, answering its errors.
+
+    simdjson parses the body and copies the numbers into one buffer: no Python list or float is made per
+    element, which is what costs orjson + numpy ~180 us on one 28x28 image (~30 us here) and fills the
+    garbage collector's young generation. The shape is read along the first elements; that the array is
+    regular with that shape (not ragged, nothing but numbers) is checked by comparing the body without
+    number characters and whitespace to the structure that shape and those keys give, so the answer is
+    the general path's exactly whenever this one gives one.
+    """
+    try:
+        document = simdjson.Parser().parse(body)
+        if not isinstance(document, simdjson.Object):
+            return None
+        keys = list(document.keys())
+        tensor_keys = [k for k in keys if k in ("instances", "inputs")]
+        if len(tensor_keys) != 1 or len(set(keys)) != len(keys) or not set(keys) <= {*tensor_keys, "signature_name"}:
+            return None
+        key = tensor_keys[0]
+        signature_name = document.get("signature_name", "")
+        array = document[key]
+        if not isinstance(signature_name, str) or not isinstance(array, simdjson.Array):
+            return None
+        shape, first = [], array
+        while isinstance(first, simdjson.Array):
+            if not len(first):
+                return None
+            shape.append(len(first))
+            first = first[0]
+        structure = b",".join(orjson.dumps(k) + b":" + (_structure(tuple(shape)) if k == key else
+                                                         orjson.dumps(signature_name)) for k in keys)
+        if body.translate(None, _NUMBER_AND_SPACE) != b"{" + structure.translate(None, _NUMBER_AND_SPACE) + b"}":
+            return None
+        values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError):  # simdjson's errors: not this form
+        return None
+    return key, signature_name, values.reshape(shape)
+
+
+def _structure(shape: tuple[int, ...]) -> bytes:
+    """A regular nested array of `shape` with its numbers left out: (2, 1) -> b"[[],[]]"."""
+    inner = _inner_structure(shape[1:]) if len(shape) > 1 else b""
+    return b"[" + b",".join([inner] * shape[0]) + b"]"
+
+
+@functools.lru_cache(maxsize=64)
+def _inner_structure(shape: tuple[int, ...]) -> bytes:  # the inner levels repeat across requests
+    return _structure(shape)
 
 
 def is_b64(value: Any) -> bool:

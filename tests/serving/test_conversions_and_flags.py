@@ -69,6 +69,76 @@ def test_bad_json_is_invalid_argument():
         tensors.loads(b"{nope")
 
 
+# --- the fast path for numeric :predict bodies --------------------------------------------------------
+
+def _general_inputs(body: bytes, sig: Signature) -> dict:
+    """What the general path (orjson + from_json) makes of a body, or the error it answers."""
+    _, request = rest.parse_request(rest.ModelSpec("m"), body)
+    build, _ = rest.predict_inputs(request)
+    return build(sig)
+
+
+def _regular_numbers(value) -> bool:
+    """A non-empty nested list of numbers (no bools) with one length per depth."""
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return True
+    return (all(isinstance(v, list) and len(v) == len(value[0]) for v in value)
+            and all(_regular_numbers(v) for v in value) and len({np.shape(v) for v in value}) == 1)
+
+
+numbers = st.one_of(st.integers(-2**40, 2**40), st.floats(allow_nan=False, allow_infinity=False, width=64))
+nested_numbers = st.recursive(st.lists(numbers, min_size=1, max_size=4),
+                              lambda inner: st.lists(inner, min_size=1, max_size=3), max_leaves=24)
+
+
+@given(value=st.one_of(nested_numbers, st.lists(st.one_of(numbers, st.booleans(), st.none(), st.text(max_size=2)),
+                                                max_size=4), numbers),
+       key=st.sampled_from(["instances", "inputs"]), name=st.sampled_from([None, "", "serving_default", "a b"]),
+       spaces=st.booleans())
+def test_the_numeric_fast_path_gives_the_general_paths_array_or_stands_aside(value, key, name, spaces):
+    import json
+
+    request = {key: value} if name is None else {"signature_name": name, key: value}
+    body = json.dumps(request, separators=(", ", " : ") if spaces else (",", ":")).encode()
+    sig = signature(x=FLOAT)
+    fast = tensors.numeric_predict_body(body)
+    assert (fast is not None) == _regular_numbers(value)  # else (ragged, not numbers...) the general path answers
+    if fast is None:
+        return
+    assert fast[:2] == (key, name or "")
+    np.testing.assert_array_equal(rest.numeric_inputs(fast[2], None, sig)["x"], _general_inputs(body, sig)["x"])
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [[1, 2], [3]]}', b'{"instances": [[1, 2], [3], [4, 5, 6]]}', b'{"instances": [1, [2]]}',
+    b'{"instances": [1, true]}', b'{"instances": [1, null]}', b'{"instances": [NaN]}', b'{"instances": []}',
+    b'{"instances": [[]]}', b'{"instances": 5}', b'{"instances": [1], "inputs": [2]}',
+    b'{"instances": [1], "instances": [2]}', b'{"instances": [1], "other": 1}', b'[1]', b'{"instances": [1',
+    b'{"instances": [1], "signature_name": 5}', b'{"\u0069nstances": [1]}', b'\xff',
+])
+def test_the_numeric_fast_path_stands_aside_for_everything_else(body):
+    assert tensors.numeric_predict_body(body) is None
+
+
+def test_the_numeric_fast_path_reads_the_common_body():
+    image = np.random.default_rng(0).random((2, 28, 28, 1)).astype(np.float32)
+    body = tensors.dumps({"signature_name": "serving_default", "instances": image.tolist()})
+    key, name, values = tensors.numeric_predict_body(body)
+    assert (key, name, values.shape) == ("instances", "serving_default", (2, 28, 28, 1))
+    np.testing.assert_array_equal(values.astype(np.float32), image)
+
+
+def test_a_signature_the_fast_path_cannot_feed_gets_the_general_path():
+    body = b'{"instances": [[1, 2], [3, 4]]}'
+    _, _, values = tensors.numeric_predict_body(body)
+    general = lambda: rest.parse_request(rest.ModelSpec("m"), body)  # noqa: E731
+    assert rest.numeric_inputs(values, general, signature(x=INT64))["x"].dtype == np.int64
+    with pytest.raises(ServingError, match="each element of 'instances' must be a JSON object"):
+        rest.numeric_inputs(values, general, signature(a=FLOAT, b=FLOAT))
+
+
 # --- tensors -> JSON ----------------------------------------------------------------------------------
 
 def test_string_outputs_ending_in_bytes_are_base64_others_text():
