@@ -40,7 +40,8 @@ lint: install
 
 # tfzoo-model-server vs naive FastAPI, KServe and grpc.aio servers (about 10 minutes; writes bench/results/serving.md)
 bench-serving: install
-	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk nghttp2-client; }
 	$(PY) bench/serving.py
 
 # autoencoder, vae, dcgan, cgan trained on Fashion-MNIST and measured (writes bench/results/generative.md)

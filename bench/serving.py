@@ -8,8 +8,8 @@ epoch on the synthetic dataset: speed does not depend on the weights). Servers:
   kserve           KServe's Python model server, V1 protocol (REST)
   grpc-aio         a naive grpc.aio PredictionService calling the signature per request (gRPC)
 Figures: p50/p99 latency at concurrency 1 (sequential keep-alive requests from one Python client),
-requests/s at concurrency 16 and 32 (REST: wrk; gRPC: a grpc.aio client process with that many
-requests in flight), client and server CPU seconds during each throughput run, startup time to the
+requests/s at concurrency 16 and 32 (REST: wrk; gRPC: h2load, one HTTP/2 connection with that many
+Predict calls in flight), client and server CPU seconds during each throughput run, startup time to the
 first answer, and RSS after load beside a bare process that has loaded the same model.
 
     .venv/bin/python bench/serving.py            # full run, writes bench/results/serving.md
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -223,49 +224,32 @@ def throughput_rest(server: Server, concurrency: int, seconds: float) -> dict:
             "server_cpu": cpu_seconds(server.process.pid) - server_cpu, "generator": "wrk -t2"}
 
 
-GRPC_LOAD = """
-import asyncio, sys, time
-import grpc, numpy as np, tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-port, model, concurrency, seconds = {port}, {model!r}, {concurrency}, {seconds}
-name, array = {name!r}, np.load({path!r})
-async def main():
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{{port}}")
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    request = predict_pb2.PredictRequest(); request.model_spec.name = model
-    request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
-    done, errors, deadline = 0, 0, time.perf_counter() + seconds
-    async def worker():
-        nonlocal done, errors
-        while time.perf_counter() < deadline:
-            try:
-                await stub.Predict(request, timeout=30); done += 1
-            except grpc.RpcError:
-                errors += 1
-    started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    print(done / (time.perf_counter() - started), errors, time.process_time() - cpu)
-asyncio.run(main())
-"""
-
-
 def throughput_grpc(server: Server, concurrency: int, seconds: float) -> dict:
-    """A grpc.aio client process with `concurrency` requests in flight."""
+    """h2load (nghttp2's HTTP/2 load generator, in C) sending Predict as a gRPC unary call: one connection
+    carrying `concurrency` streams, as one gRPC channel does; requests/s, errors, client and server CPU.
+
+    h2load sees HTTP statuses only, and a gRPC error is an HTTP 200 whose trailers carry the status, with no
+    message: so every answer is checked by size: the data received must be that many copies of the answer
+    the real stub gets (a length-prefixed PredictResponse).
+    """
+    caller = GrpcCaller(server.grpc_port, server.model)
+    message = caller.request.SerializeToString()
+    answer_bytes = 5 + caller().ByteSize()  # gRPC's frame: a compressed flag and a 4-byte length
     with tempfile.TemporaryDirectory() as tmp:
-        name, path = saved_input(server.model, tmp)
-        code = GRPC_LOAD.format(port=server.grpc_port, model=server.model, concurrency=concurrency,
-                                seconds=seconds, name=name, path=path)
-        return _run_grpc_load(server, code, seconds)
-
-
-def _run_grpc_load(server: Server, code: str, seconds: float) -> dict:
-    server_cpu = cpu_seconds(server.process.pid)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds + 120,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.split()
-    # The client's own CPU during the load (its TensorFlow import before it is not counted); the
-    # server's CPU includes the client's start-up seconds, when the server is idle.
-    return {"rps": float(out[-3]), "errors": int(out[-2]), "client_cpu": float(out[-1]),
-            "server_cpu": cpu_seconds(server.process.pid) - server_cpu, "generator": "grpc.aio client (1 process)"}
+        body = Path(tmp, "request.grpc")
+        body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+        url = f"http://127.0.0.1:{server.grpc_port}/tensorflow.serving.PredictionService/Predict"
+        server_cpu, client_cpu = cpu_seconds(server.process.pid), children_cpu()
+        out = subprocess.run(["h2load", "-t1", "-c1", f"-m{concurrency}", f"-D{seconds}", "-d", str(body),
+                              "-H", "content-type: application/grpc", "-H", "te: trailers", url],
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+    # "finished in 8.00s, 3455.62 req/s, ...", "requests: ... 27645 succeeded, ...", "traffic: ... (539370) data"
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)[1])
+    succeeded = int(re.search(r"(\d+) succeeded", out)[1])
+    answered = int(re.search(r"\((\d+)\) data", out)[1]) // answer_bytes
+    return {"rps": rps * min(answered, succeeded) / max(succeeded, 1), "errors": succeeded - answered,
+            "client_cpu": children_cpu() - client_cpu, "server_cpu": cpu_seconds(server.process.pid) - server_cpu,
+            "generator": "h2load -c1 -m<concurrency>"}
 
 
 def in_process(path: Path, model: str, count: int) -> dict:
@@ -395,11 +379,12 @@ def markdown(rows: list[dict], args, seconds_total: float) -> str:
         f"Requests: half_plus_two `{{\"instances\": [1.0]}}`; cnn one 28x28x1 float image (784 JSON numbers) "
         f"per request. Latency: {args.latency_requests} sequential keep-alive requests (one Python client) after "
         f"{args.latency_requests // 10} warm-up requests. Throughput: {args.seconds} s at each concurrency; REST "
-        "by wrk -t2 (Lua POST), gRPC by one grpc.aio client process. CPU columns are seconds of CPU used during "
-        "the c=32 run by the server process and by the load generator. Startup: process start to the first "
+        "by wrk -t2 (Lua POST), gRPC by h2load (one HTTP/2 connection with that many calls in flight, every answer "
+        "checked by its size). CPU columns are seconds of CPU used during the c=32 run by the server process "
+        "and by the load generator. Startup: process start to the first "
         f"successful answer, the median of {args.startups} starts.", "",
         "| model | server | protocol | p50 ms | p99 ms | req/s c=16 | req/s c=32 | server CPU s | client CPU s "
-        "| non-2xx | startup s | RSS MB |",
+        "| errors | startup s | RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -466,6 +451,8 @@ def main(argv=None) -> int:
     args.latency_requests, args.seconds = (300, 2) if args.quick else (2000, 10)
     if not shutil.which("wrk"):
         parser.error("wrk is not installed: apt-get install -y wrk")
+    if not shutil.which("h2load"):
+        parser.error("h2load is not installed: apt-get install -y nghttp2-client")
     if any(s in ("fastapi", "kserve") for s in args.servers):
         ensure_peers()
     started = time.perf_counter()
