@@ -137,8 +137,8 @@ def _structure(shape: tuple[int, ...]) -> bytes:
     return b"[" + b",".join([inner] * shape[0]) + b"]"
 
 
-@functools.lru_cache(maxsize=64)
-def _inner_structure(shape: tuple[int, ...]) -> bytes:  # the inner levels repeat across requests
+@functools.lru_cache(maxsize=16)
+def _inner_structure(shape: tuple[int, ...]) -> bytes:  # the inner levels repeat across requests (a few kB each)
     return _structure(shape)
 
 
