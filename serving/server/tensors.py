@@ -138,7 +138,7 @@ def _structure(shape: tuple[int, ...]) -> bytes:
 
 
 @functools.lru_cache(maxsize=16)
-def _inner_structure(shape: tuple[int, ...]) -> bytes:  # the inner levels repeat across requests (a few kB each)
+def _inner_structure(shape: tuple[int, ...]) -> bytes:  # the inner levels repeat across requests
     return _structure(shape)
 
 
