@@ -102,6 +102,8 @@ def numeric_predict_body(body: bytes) -> tuple[str, str, np.ndarray] | None:
     number characters and whitespace to the structure that shape and those keys give, so the answer is
     the general path's exactly whenever this one gives one.
     """
+    if b"\\" in body:  # an escape in a string: then its text need not be the one orjson writes below
+        return None
     try:
         document = simdjson.Parser().parse(body)
         if not isinstance(document, simdjson.Object):

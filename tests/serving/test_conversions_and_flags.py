@@ -117,6 +117,7 @@ def test_the_numeric_fast_path_gives_the_general_paths_array_or_stands_aside(val
     b'{"instances": [[]]}', b'{"instances": 5}', b'{"instances": [1], "inputs": [2]}',
     b'{"instances": [1], "instances": [2]}', b'{"instances": [1], "other": 1}', b'[1]', b'{"instances": [1',
     b'{"instances": [1], "signature_name": 5}', b'{"\u0069nstances": [1]}', b'\xff',
+    rb'{"instances": [1], "signature_name": "a\/b"}',
 ])
 def test_the_numeric_fast_path_stands_aside_for_everything_else(body):
     assert tensors.numeric_predict_body(body) is None
