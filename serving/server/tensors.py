@@ -123,6 +123,8 @@ def numeric_predict_body(body: bytes) -> tuple[str, str, np.ndarray] | None:
                 return None
             shape.append(len(first))
             first = first[0]
+        if type(first) not in (int, float):  # b64 objects, strings, named inputs: leave before reading the body again
+            return None
         structure = b",".join(orjson.dumps(k) + b":" + (_structure(tuple(shape)) if k == key else
                                                          orjson.dumps(signature_name)) for k in keys)
         if body.translate(None, _NUMBER_AND_SPACE) != b"{" + structure.translate(None, _NUMBER_AND_SPACE) + b"}":
