@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 
 import grpc
@@ -72,7 +73,7 @@ def test_bad_json_is_invalid_argument():
 # --- the fast path for numeric :predict bodies --------------------------------------------------------
 
 def _general_inputs(body: bytes, sig: Signature) -> dict:
-    """What the general path (orjson + from_json) makes of a body, or the error it answers."""
+    """What the general path (orjson + from_json) makes of a body."""
     _, request = rest.parse_request(rest.ModelSpec("m"), body)
     build, _ = rest.predict_inputs(request)
     return build(sig)
@@ -98,8 +99,6 @@ nested_numbers = st.recursive(st.lists(numbers, min_size=1, max_size=4),
        key=st.sampled_from(["instances", "inputs"]), name=st.sampled_from([None, "", "serving_default", "a b"]),
        spaces=st.booleans())
 def test_the_numeric_fast_path_gives_the_general_paths_array_or_stands_aside(value, key, name, spaces):
-    import json
-
     request = {key: value} if name is None else {"signature_name": name, key: value}
     body = json.dumps(request, separators=(", ", " : ") if spaces else (",", ":")).encode()
     sig = signature(x=FLOAT)
