@@ -1,21 +1,17 @@
-"""A naive FastAPI + uvicorn server: TF Serving's REST predict route, the signature called per request.
+"""FastAPI + uvicorn as deployed for a CPU-bound model: an async route on the raw body, orjson both ways, the
+model call in a thread, one uvicorn worker per core (uvloop, httptools, no access log).
 
-    python fastapi_server.py MODEL_NAME SAVED_MODEL_DIR PORT
+    python fastapi_server.py MODEL_NAME SAVED_MODEL_DIR PORT [WORKERS]
 """
-import sys
-
-import uvicorn
-from common import Signature
-from fastapi import Body, FastAPI
-
-name, path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-signature = Signature(path)
-app = FastAPI()
+from common import arguments, in_thread, model_from_environment, rest_app, serve_rest
+from fastapi import FastAPI
 
 
-@app.post(f"/v1/models/{name}:predict")
-def predict(body: dict = Body(...)) -> dict:  # noqa: B008  (FastAPI idiom)
-    return {"predictions": signature.predict(body["instances"])}
+def create_app() -> FastAPI:
+    """The app of one uvicorn worker."""
+    name, signature = model_from_environment()
+    return rest_app(name, signature, in_thread(signature))
 
 
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+if __name__ == "__main__":
+    serve_rest("fastapi_server:create_app", arguments())
