@@ -5,7 +5,7 @@ setup(
     name="tfzoo",
     version="0.1.0",
     description="Keras model zoo -> SavedModel -> TensorFlow Serving protocol (REST + gRPC), with TensorBoard logs",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["zoo", "zoo.*", "pipelines", "pipelines.*", "serving", "serving.*"]),
     install_requires=[
         # One TensorFlow distribution: `tensorflow` (its Linux wheel runs on CPU and GPU).

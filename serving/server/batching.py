@@ -2,9 +2,15 @@
 
 As TF Serving's BatchingSession with its BasicBatchScheduler: requests queue per (signature, feeds,
 fetches); a batch closes when it holds `max_batch_size` rows or `batch_timeout_micros` after its
-first request; `num_batch_threads` batches run at once; inputs are concatenated along dimension 0
+first request; `num_batch_threads` batches of each model run at once, on threads of that model's own
+(so a slow model's batches never hold up another's); inputs are concatenated along dimension 0
 (and padded up to the next of `allowed_batch_sizes`), outputs are split back by rows. A queue
 holding `max_enqueued_batches` batches answers UNAVAILABLE instead of growing without bound.
+
+Every request was checked against its signature before it queued; a batch only merges requests
+whose inner dimensions agree (unless `pad_variable_length_inputs`), the others wait for the next
+batch, so one request can never fail another's batch. A request cancelled while queued (its client
+has gone) is left out of its batch.
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ class _Task:
     rows: int
     future: concurrent.futures.Future
     enqueued: float
+    inner: tuple | None  # the inputs' dimensions after the 0th: only tasks that agree share a batch
 
 
 class Batcher:
@@ -83,7 +90,8 @@ class Batcher:
         rows = _batch_rows(inputs)
         if rows > self.options.max_batch_size:
             raise invalid(f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size}")
-        task = _Task(inputs, rows, concurrent.futures.Future(), time.perf_counter())
+        inner = None if self.options.pad_variable_length_inputs else tuple(np.shape(a)[1:] for a in inputs)
+        task = _Task(inputs, rows, concurrent.futures.Future(), time.perf_counter(), inner)
         with self._lock:
             queued_batches = -(-(self._rows + rows) // self.options.max_batch_size)
             if queued_batches > self.options.max_enqueued_batches:
@@ -108,17 +116,34 @@ class Batcher:
                 self._full.wait_for(lambda: self._rows >= self.options.max_batch_size,
                                     max(0.0, deadline - time.perf_counter()))
             self._scheduled -= 1
-            batch, rows = [], 0
-            while self._queue and rows + self._queue[0].rows <= self.options.max_batch_size:
-                task = self._queue.popleft()
-                batch.append(task)
-                rows += task.rows
-            self._rows -= rows
+            batch, rows = self._take_batch()
             if self._queue and self._scheduled == 0:
                 self._scheduled += 1
                 self.pool.submit(self._process)
         if batch:
             self._run_batch(batch, rows)
+
+    def _take_batch(self) -> tuple[list[_Task], int]:
+        """The oldest tasks that fit in one batch and agree with the first on their inner dimensions;
+        cancelled tasks are dropped. Called with the lock held."""
+        batch, rows, waiting = [], 0, collections.deque()
+        while self._queue:
+            task = self._queue.popleft()
+            if task.future.cancelled():
+                self._rows -= task.rows
+                continue
+            if rows + task.rows > self.options.max_batch_size or (batch and task.inner != batch[0].inner):
+                waiting.append(task)
+                if rows + task.rows > self.options.max_batch_size:
+                    break
+                continue
+            task.future.set_running_or_notify_cancel()
+            batch.append(task)
+            rows += task.rows
+        waiting.extend(self._queue)
+        self._queue = waiting
+        self._rows -= rows
+        return batch, rows
 
     def _run_batch(self, batch: list[_Task], rows: int) -> None:
         started = time.perf_counter()
@@ -179,21 +204,26 @@ def _pad_to(array: np.ndarray, inner: tuple[int, ...]) -> np.ndarray:
 
 
 class BatchScheduler:
-    """Batchers per (servable, signature, feeds, fetches), sharing `num_batch_threads` threads."""
+    """Batchers per (model, version, signature, feeds, fetches); each model's share `num_batch_threads`
+    threads of its own."""
 
     def __init__(self, options: BatchingOptions, on_queue_latency: Callable[[float], None] | None = None):
         self.options = options
-        self.pool = concurrent.futures.ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix="batch")
         self.on_queue_latency = on_queue_latency
         self._batchers: dict[tuple, Batcher] = {}
+        self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
 
     def batcher(self, key: tuple, run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Batcher:
-        """The batcher for `key`, created on first use."""
+        """The batcher for `key` (whose first item is the model's name), created on first use."""
         with self._lock:
             batcher = self._batchers.get(key)
             if batcher is None:
-                batcher = self._batchers[key] = Batcher(run, self.options, self.pool, self.on_queue_latency)
+                pool = self._pools.get(key[0])
+                if pool is None:
+                    pool = self._pools[key[0]] = concurrent.futures.ThreadPoolExecutor(
+                        self.options.num_batch_threads, thread_name_prefix=f"batch:{key[0]}")
+                batcher = self._batchers[key] = Batcher(run, self.options, pool, self.on_queue_latency)
             return batcher
 
     def forget(self, prefix: tuple) -> None:

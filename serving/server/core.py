@@ -7,6 +7,7 @@ becomes AVAILABLE.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -22,6 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.server import servable as servable_lib
 from serving.server.batching import BatchingOptions, BatchScheduler
 from serving.server.errors import ServingError, invalid, not_found
+from serving.server.execution import Budget, Limits, ModelQueues
 from serving.server.manager import Manager, VersionState
 from serving.server.metrics import Metrics
 from serving.server.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
@@ -49,6 +51,7 @@ class Options:
     allow_version_labels_for_unavailable_models: bool = False
     batching: BatchingOptions | None = None
     metrics: Metrics | None = None
+    limits: Limits = Limits()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,15 @@ class ServerCore:
         self.metrics = options.metrics
         self.batch_scheduler = (BatchScheduler(options.batching, self.metrics.queued if self.metrics else None)
                                 if options.batching else None)
+        self.limits = options.limits
+        self.queues = ModelQueues(options.limits)
+        self.budget = Budget(options.limits.max_in_flight_bytes)
+
+    def submit(self, model: str, fn, *args) -> concurrent.futures.Future:
+        """Run `fn(*args)` on the queue of `model` (classify, regress, multi-inference: all model code)."""
+        if not self.manager.knows(model):  # no queue is made for names a client makes up
+            raise not_found(f"Servable not found for request: Latest({model})")
+        return self.queues[model].submit(fn, *args)
 
     def observe(self, model: str, api: str, entrypoint: str, error: ServingError | None, seconds: float,
                 version: int | None = None, signature: str | None = None) -> None:
@@ -109,6 +121,7 @@ class ServerCore:
             for name in old - set(names):
                 log.info("Model %s is not in the new config: unloading it", name)
                 self.manager.remove_model(name)
+                self.queues.remove(name)
             self.source.set_models(models)
             self.manager.wait_until_settled(names, timeout)
             for m in models:
@@ -184,30 +197,20 @@ class ServerCore:
 
     # --- requests -----------------------------------------------------------------------------------
 
-    def predict(self, spec: ModelSpec, inputs, output_filter: list[str] = ()):
-        """Run a signature; return (version, signature, outputs by alias).
+    def start_predict(self, spec: ModelSpec, inputs, output_filter=()):
+        """Validate a Predict and queue it on its model's queue (or batch) without waiting: (servable,
+        signature, future of the outputs, output aliases).
 
         `inputs` is alias -> array, or a function of the Signature that builds them (REST needs the
-        signature's dtypes to read JSON values).
-        """
-        servable, signature, future, aliases = self.start_predict(spec, inputs, output_filter)
-        try:
-            return servable.version, signature, dict(zip(aliases, future.result(), strict=True))
-        finally:
-            servable.release()
-
-    def start_predict(self, spec: ModelSpec, inputs, output_filter=(), executor=None):
-        """Start a Predict without waiting for it: (servable, signature, future of outputs, output aliases).
-
-        The servable stays acquired: the caller releases it once the future is done. REST awaits the
-        future on its event loop; gRPC and `predict` wait on it in their thread.
+        signature's dtypes to read JSON values). The servable stays acquired: the caller releases it once
+        the future is done (or cancelled: a cancelled future never runs).
         """
         servable = self.manager.resolve(spec.name, spec.version, spec.label)
         try:
             signature = servable.signature(spec.signature_name)
             if callable(inputs):
                 inputs = inputs(signature)
-            future, aliases = servable.start(signature, inputs, output_filter, executor)
+            future, aliases = servable.start(signature, inputs, output_filter, self.queues[spec.name])
             return servable, signature, future, aliases
         except BaseException:
             servable.release()

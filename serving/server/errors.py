@@ -32,15 +32,17 @@ CODE_BY_NUMBER = {number: code for code, number in CODE_NUMBER.items()}
 class ServingError(Exception):
     """A request failed with a gRPC status `code` and TF Serving's kind of `message`."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self) -> int:
-        """The HTTP status TF Serving's REST API answers for this error."""
-        return HTTP_STATUS.get(self.code, 500)
+        """The HTTP status TF Serving's REST API answers for this error (or one HTTP has for the case, as
+        413 for an oversize body)."""
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
 
 def invalid(message: str) -> ServingError:

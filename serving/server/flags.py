@@ -6,7 +6,10 @@ is an error, as in TF Serving.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+
+from serving.server.execution import Limits
 
 CPUS = os.cpu_count() or 1
 
@@ -88,7 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     flag("monitoring_config_file", str, "", "If non-empty, read an ascii MonitoringConfig protobuf from the "
                                             "supplied file name")
     flag("version", bool, False, "Display version")
+    # tfzoo-model-server's own bounds (TF Serving has no such flags): see serving/server/execution.py.
+    limits = Limits()
+    flag("max_request_bytes", int, limits.max_request_bytes,
+         "tfzoo: largest REST body or gRPC message, in bytes (a larger REST body is answered 413 before it is "
+         "read; gRPC answers RESOURCE_EXHAUSTED).")
+    flag("max_request_elements", int, limits.max_request_elements,
+         "tfzoo: most tensor elements one request may hold (JSON values or TensorProto elements as declared by "
+         "its shape); more is INVALID_ARGUMENT / 400, refused before anything of that size is allocated.")
+    flag("max_in_flight_bytes", int, limits.max_in_flight_bytes,
+         "tfzoo: bytes all requests in flight may hold together (bodies, parsed values, decoded tensors); a "
+         "request over it is answered UNAVAILABLE / 503 at once.")
+    flag("model_threads", int, limits.model_threads,
+         "tfzoo: threads that run each model's requests (every model has its own, and its own queue).")
+    flag("max_enqueued_requests_per_model", int, limits.max_enqueued_requests_per_model,
+         "tfzoo: requests one model may have queued or running; more are answered UNAVAILABLE / 503.")
     return p
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    """The request bounds the flags set."""
+    return Limits(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)})
 
 
 REFUSED = {
@@ -109,6 +132,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.batching_parameters_file and not args.enable_batching:
         parser.error("--batching_parameters_file is set without --enable_batching: batching parameters are "
                      "only used with --enable_batching=true")
+    for field in dataclasses.fields(Limits):
+        if getattr(args, field.name) <= 0:
+            parser.error(f"--{field.name} must be positive")
     if args.rest_api_port and args.rest_api_port == args.port:
         parser.error("--rest_api_port cannot be the same as --port")
     return args

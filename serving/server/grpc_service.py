@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
 import re
-import threading
 import time
 
 import grpc
@@ -33,6 +31,7 @@ from tensorflow_serving.apis import (
 from serving.server import tensors
 from serving.server.core import ModelSpec, ServerCore, examples_from_input
 from serving.server.errors import ServingError, invalid
+from serving.server.execution import Mailbox, Reservation
 from serving.server.servable import CLASSIFY_METHOD
 
 log = logging.getLogger("tfzoo.serving")
@@ -54,11 +53,10 @@ def response_spec(name: str, version: int, signature_name: str) -> model_pb2.Mod
 
 
 def rpc(method):
-    """Mark a servicer method as an RPC: `method(self, request) -> response` raising ServingErrors.
+    """Mark a servicer method as an RPC: `method(self, request) -> response`, raising ServingErrors.
 
-    The decorated method takes `(self, request, context)` as grpc's threaded server calls it; the
-    ServingError's status aborts the call. `handle(self, request)` is the same call without a
-    context, returning (response, error), for the asyncio server (`AioServicer`).
+    `handle(self, request)` runs it and returns (response, error), the call counted in the metrics;
+    `AioServicer` decides where it runs.
     """
     api = re.sub(r"(?<!^)(?=[A-Z])", "_", method.__name__).lower()  # GetModelMetadata -> get_model_metadata
 
@@ -72,15 +70,8 @@ def rpc(method):
         self.observe(api, request, response, error, started)
         return response, error
 
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        response, error = handle(self, request)
-        if error is not None:
-            context.abort(error.code, error.message)
-        return response
-
-    wrapper.handle = handle
-    return wrapper
+    method.handle = handle
+    return method
 
 
 def serving_error(e: Exception, rpc_name: str) -> ServingError:
@@ -115,26 +106,24 @@ def _model_name(request) -> str:
 class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress, MultiInference, GetModelMetadata."""
 
-    @rpc
-    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        spec, inputs = predict_request(request)
-        version, signature, outputs = self.core.predict(spec, inputs, list(request.output_filter))
-        return predict_response(spec, version, signature, outputs)
-
-    async def aio_Predict(self, request: predict_pb2.PredictRequest, pool: concurrent.futures.Executor,
-                          mailbox: Mailbox):
-        """Predict on the event loop: decode and start the run (a batch, or on `pool`), then await it.
+    async def aio_Predict(self, request: predict_pb2.PredictRequest, mailbox: Mailbox):
+        """Predict on the event loop: decode and validate, queue the run on the model's queue (or in a
+        batch), then await it; returns (response, error).
 
         The response is encoded, the version released and the call counted by the thread that ran the
-        batch (`finish`), off the event loop, whose one thread is what caps the request rate; results
-        reach the loop through a `Mailbox`: one wake-up per batch, not one per request.
+        model (`finish`), off the event loop; results reach the loop through a `Mailbox` (one wake-up
+        per batch, not one per request). If the call is cancelled (the client went away, or its
+        deadline passed) while the run is still queued, the run is dropped.
         """
         started = time.perf_counter()
+        reservation = self.core.budget.reservation()
         try:
-            spec, inputs = predict_request(request)
-            servable, signature, future, aliases = self.core.start_predict(spec, inputs, list(request.output_filter),
-                                                                           pool)
+            spec = model_spec(request.model_spec)
+            inputs = predict_inputs(request, self.core.limits.max_request_elements, reservation)
+            servable, signature, future, aliases = self.core.start_predict(spec, inputs,
+                                                                           list(request.output_filter))
         except Exception as e:
+            reservation.release()
             error = serving_error(e, "Predict")
             self.observe("predict", request, None, error, started)
             return None, error
@@ -143,17 +132,25 @@ class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceS
         def finish(done: concurrent.futures.Future) -> None:
             response = error = None
             try:
-                response = predict_response(spec, servable.version, signature,
-                                            dict(zip(aliases, done.result(), strict=True)))
+                if done.cancelled():
+                    error = ServingError(grpc.StatusCode.CANCELLED, "The call was cancelled before its model ran")
+                else:
+                    response = predict_response(spec, servable.version, signature,
+                                                dict(zip(aliases, done.result(), strict=True)))
             except Exception as e:
                 error = serving_error(e, "Predict")
             finally:
                 servable.release()  # the version stayed loaded until its run was over
+                reservation.release()
             self.observe("predict", request, response, error, started)
             mailbox.put(waiter, (response, error))
 
         future.add_done_callback(finish)
-        return await waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     @rpc
     def Classify(self, request) -> classification_pb2.ClassificationResponse:
@@ -208,9 +205,15 @@ class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceS
         return response
 
 
-def predict_request(request: predict_pb2.PredictRequest) -> tuple[ModelSpec, dict[str, np.ndarray]]:
-    """The internal spec and the input arrays of a PredictRequest."""
-    return model_spec(request.model_spec), {alias: tensors.to_ndarray(p) for alias, p in request.inputs.items()}
+def predict_inputs(request: predict_pb2.PredictRequest, max_elements: int,
+                   reservation: Reservation) -> dict[str, np.ndarray]:
+    """The input arrays of a PredictRequest, decoded only once their declared sizes are known to be within
+    the per-request element limit and the in-flight budget."""
+    declared = {alias: tensors.proto_shape(proto, f"input {alias}") for alias, proto in request.inputs.items()}
+    tensors.check_element_count(sum(count for _, count in declared.values()), max_elements)
+    reservation.add(sum(count * tensors.np_dtype(request.inputs[alias].dtype).itemsize
+                        for alias, (_, count) in declared.items()))
+    return {alias: tensors.to_ndarray(proto, f"input {alias}") for alias, proto in request.inputs.items()}
 
 
 def predict_response(spec: ModelSpec, version: int, signature, outputs: dict) -> predict_pb2.PredictResponse:
@@ -253,47 +256,14 @@ class ModelService(Servicer, model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
 
 
-# --- the asyncio server (with --enable_batching) ---------------------------------------------------------
-
-class Mailbox:
-    """Results from worker threads to one event loop's futures, with one wake-up per burst.
-
-    `loop.call_soon_threadsafe` per result writes to the loop's wake-up pipe and runs one callback per
-    request; a batch of 32 finishing at once needs one: the first `put` of a burst schedules `_drain`,
-    the others only append.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self._items: list[tuple[asyncio.Future, object]] = []
-        self._lock = threading.Lock()
-
-    def put(self, future: asyncio.Future, result) -> None:
-        """Set `result` on `future` from any thread (dropped if the loop has closed)."""
-        with self._lock:
-            self._items.append((future, result))
-            first = len(self._items) == 1
-        if first:
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed: the server is gone, and its calls with it
-                pass
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-        for future, result in items:
-            if not future.done():  # a cancelled call (client gone) has nobody to answer
-                future.set_result(result)
-
-
 class AioServicer:
-    """A Servicer for grpc.aio: Predict awaits its batch on the event loop; other RPCs run on `pool`.
-
-    With batching, a threaded server parks one thread per request until its batch has run, and the
-    hand-offs between those threads (each needing the GIL) cap the request rate; on grpc.aio a waiting
-    request is a suspended coroutine. Every RPC keeps the threaded server's behaviour (`rpc.handle`).
+    """A Servicer on grpc.aio: the event loop only decodes and answers; model code runs on the queue of the
+    model the call names (Classify, Regress and MultiInference whole; Predict's run, see `aio_Predict`),
+    and the other RPCs on `pool`. A waiting call is a suspended coroutine, not a parked thread, so no
+    number of slow calls can take every thread.
     """
+
+    MODEL_RPCS = frozenset({"Classify", "Regress", "MultiInference"})
 
     def __init__(self, servicer: Servicer, pool: concurrent.futures.Executor):
         self.servicer, self.pool = servicer, pool
@@ -301,15 +271,18 @@ class AioServicer:
 
     def __getattr__(self, name: str):
         method = getattr(type(self.servicer), name, None)
-        if not hasattr(method, "handle"):
-            raise AttributeError(name)
         direct = getattr(self.servicer, f"aio_{name}", None)
+        if direct is None and not hasattr(method, "handle"):
+            raise AttributeError(name)
+        core = self.servicer.core
 
         async def call(request, context):
             if direct is not None:
                 if self.mailbox is None:
                     self.mailbox = Mailbox(asyncio.get_running_loop())
-                response, error = await direct(request, self.pool, self.mailbox)
+                response, error = await direct(request, self.mailbox)
+            elif name in self.MODEL_RPCS:
+                response, error = await self._on_model_queue(core, method, request)
             else:
                 loop = asyncio.get_running_loop()
                 response, error = await loop.run_in_executor(self.pool, method.handle, self.servicer, request)
@@ -318,3 +291,16 @@ class AioServicer:
             return response
 
         return call
+
+    async def _on_model_queue(self, core: ServerCore, method, request):
+        reservation = core.budget.reservation()
+        try:
+            reservation.add(request.ByteSize())
+            future = core.submit(_model_name(request), method.handle, self.servicer, request)
+        except ServingError as e:
+            reservation.release()
+            return None, e
+        try:
+            return await asyncio.wrap_future(future)  # cancelling the call cancels the queued work
+        finally:
+            reservation.release()

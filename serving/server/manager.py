@@ -84,6 +84,11 @@ class Manager:
         with self._lock:
             return self._labels.get(name, {}).get(label)
 
+    def knows(self, name: str) -> bool:
+        """True when the manager has been told of model `name`."""
+        with self._lock:
+            return name in self._versions
+
     def models(self) -> list[str]:
         """Every model name the manager has been told of, sorted."""
         with self._lock:

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import resource
 import threading
 
 import grpc
@@ -17,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving import config as config_lib
+from serving.server import flags
 from serving.server.core import Options, ServerCore
 from serving.server.errors import ServingError
 from serving.server.grpc_service import AioServicer, ModelService, PredictionService
@@ -24,6 +26,10 @@ from serving.server.metrics import Metrics
 from serving.server.startup import StartupConfig
 
 log = logging.getLogger("tfzoo.serving")
+
+# A REST connection must send a request's headers within this long of opening, or of its previous answer
+# (then it is closed); the body must then arrive within --rest_api_timeout_in_ms.
+IDLE_CONNECTION_SECONDS = 30
 
 
 def channel_arguments(text: str) -> list[tuple[str, object]]:
@@ -56,6 +62,7 @@ class ModelServer:
             tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+            limits=flags.limits(args),
         ))
         self.grpc_server = None
         self.rest_server = None
@@ -65,6 +72,7 @@ class ModelServer:
 
     def start(self) -> None:
         """Load the initial models, then open the gRPC and REST ports."""
+        raise_open_files_limit()
         self.core.apply_config(self.startup.models)
         self.core.start()
         self._start_grpc()
@@ -80,15 +88,13 @@ class ModelServer:
 
     def _start_grpc(self) -> None:
         args = self.args
-        services = [PredictionService(self.core), ModelService(self.core)]
         pool = concurrent.futures.ThreadPoolExecutor(max(1, args.grpc_max_threads), "grpc")
-        if self.core.batch_scheduler is None:
-            server = self.grpc_server = grpc.server(pool, options=channel_arguments(args.grpc_channel_arguments))
-        else:
-            # With batching, grpc.aio: a request waiting for its batch holds no thread (see AioServicer).
-            self.grpc_server = AioGrpcServer(channel_arguments(args.grpc_channel_arguments), pool)
-            server = self.grpc_server.server
-            services = [AioServicer(service, pool) for service in services]
+        # TF Serving takes messages up to 2 GB; here up to --max_request_bytes (gRPC's own default is 4 MB).
+        options = [("grpc.max_receive_message_length", self.core.limits.max_request_bytes),
+                   ("grpc.max_send_message_length", -1), *channel_arguments(args.grpc_channel_arguments)]
+        self.grpc_server = AioGrpcServer(options, pool)
+        server = self.grpc_server.server
+        services = [AioServicer(service, pool) for service in (PredictionService(self.core), ModelService(self.core))]
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(services[0], server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(services[1], server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -115,8 +121,8 @@ class ModelServer:
                       timeout_ms=self.args.rest_api_timeout_in_ms, metrics_path=self.monitoring,
                       cors=self.args.rest_api_enable_cors_support)
         config = uvicorn.Config(app, host="0.0.0.0", port=self.args.rest_api_port, log_level="warning",
-                                access_log=False, lifespan="off", http="httptools", loop=_event_loop(),
-                                timeout_keep_alive=30)
+                                access_log=False, lifespan="off", http=rest_protocol(), loop=_event_loop(),
+                                timeout_keep_alive=IDLE_CONNECTION_SECONDS, backlog=4096)
         self.rest_server = uvicorn.Server(config)
         self.rest_thread = threading.Thread(target=self.rest_server.run, name="rest", daemon=True)
         self.rest_thread.start()
@@ -161,6 +167,48 @@ class ModelServer:
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=30).wait()
         self.core.stop()
+
+
+def rest_protocol() -> type:
+    """uvicorn's httptools protocol, closing a connection that does not send a request's headers within
+    IDLE_CONNECTION_SECONDS of opening (or of its previous answer): uvicorn times out idle keep-alive
+    connections only after a first answer, so a client could otherwise hold a socket forever."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._headers_timer = self.loop.call_later(IDLE_CONNECTION_SECONDS, self._headers_timeout)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._headers_timer is None:
+                self._headers_timer = self.loop.call_later(IDLE_CONNECTION_SECONDS, self._headers_timeout)
+
+        def on_headers_complete(self) -> None:
+            self._headers_timer.cancel()
+            self._headers_timer = None
+            super().on_headers_complete()
+
+        def connection_lost(self, exc) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+            super().connection_lost(exc)
+
+        def _headers_timeout(self) -> None:
+            self._headers_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
+def raise_open_files_limit() -> None:
+    """Many connections need many file descriptors: lift the soft limit to the hard one (often 1024 vs
+    hundreds of thousands), as servers do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class AioGrpcServer:

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 
+import grpc
 import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_status_pb2, status_pb2
@@ -26,11 +27,11 @@ from tensorflow_serving.apis import get_model_status_pb2, status_pb2
 from serving.server import tensors
 from serving.server.core import ModelSpec, ServerCore, examples_from_json
 from serving.server.errors import ServingError, invalid, not_found
+from serving.server.execution import Mailbox, Reservation
 from serving.server.servable import Signature
 
 log = logging.getLogger("tfzoo.serving")
 
-MAX_BODY_BYTES = 256 * 1024 * 1024
 MODEL_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[a-zA-Z0-9_]+))?"
@@ -55,8 +56,19 @@ def version_status_json(states) -> list[dict]:
                                      always_print_fields_with_no_presence=True)["model_version_status"]
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready: there is nobody to answer."""
+
+
+# What parsing a JSON body may hold per value it can contain, against the in-flight budget: ~8 bytes
+# per number on the simdjson path (one float64 array); ~40 on the general path (Python objects).
+FAST_PARSE_BYTES_PER_VALUE = 8
+GENERAL_PARSE_BYTES_PER_VALUE = 40
+
+
 class RestApi:
-    """The ASGI application; blocking work runs on a thread pool of `--rest_api_num_threads`."""
+    """The ASGI application. The event loop reads, parses and answers; model code runs on the queue of
+    the model a request names; metadata is built on a small pool of `--rest_api_num_threads`."""
 
     def __init__(self, core: ServerCore, *, num_threads: int, timeout_ms: int, metrics_path: str | None = None,
                  cors: bool = False):
@@ -64,14 +76,10 @@ class RestApi:
         self.cors = cors
         self.headers = JSON_HEADERS + CORS_HEADERS if cors else JSON_HEADERS
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
+        self.timeout_ms = timeout_ms
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.metrics_path = metrics_path if core.metrics is not None else None
-        # Predict's Python work (JSON in and out) runs on the event loop's one thread, which avoids GIL
-        # contention between request threads; only the Session run (which releases the GIL) leaves it,
-        # for the pool or a batch. A request that finds no other in flight runs the Session right here:
-        # the hop to a pool thread costs more than a small model's whole run.
-        self.inline_when_idle = core.batch_scheduler is None
-        self._in_flight = 0
+        self.mailbox: Mailbox | None = None  # made by the first request, on the server's event loop
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -79,26 +87,19 @@ class RestApi:
         method, path = scope["method"], scope["path"]
         if self.cors and method == "OPTIONS":
             return await self._send(send, 200, b"", CORS_PREFLIGHT_HEADERS)
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_BODY_BYTES:
-                return await self._send(send, 413, tensors.dumps({"error": "Request body too large"}), self.headers)
-        self._in_flight += 1
+        reservation = self.core.budget.reservation()
         try:
-            status, payload = await self._route(method, path, body)
+            body = await self._read_body(scope, receive, reservation)
+            status, payload = await self._route(method, path, body, receive, reservation)
         except ServingError as e:
             status, payload = e.http_status, tensors.dumps({"error": e.message})
-        except asyncio.TimeoutError:
-            status, payload = 504, tensors.dumps({"error": "Request timed out"})
+        except ClientGone:
+            return
         except Exception as e:  # a request must never take the server down
             log.exception("REST %s %s failed", method, path)
             status, payload = 500, tensors.dumps({"error": f"Internal error: {e}"})
         finally:
-            self._in_flight -= 1
+            reservation.release()
         await self._send(send, status, payload, self.headers)
 
     @staticmethod
@@ -107,29 +108,78 @@ class RestApi:
                     "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _call(self, fn, *args):
-        if self.inline_when_idle and self._in_flight == 1:
-            return fn(*args)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, fn, *args)
-        return await (asyncio.wait_for(future, self.timeout) if self.timeout else future)
+    async def _read_body(self, scope, receive, reservation: Reservation) -> bytes:
+        """The request body, gathered in linear time and charged to the in-flight budget as it arrives:
+        413 above --max_request_bytes (before reading, when Content-Length says so), 408 when the client
+        has not sent it within --rest_api_timeout_in_ms."""
+        limit = self.core.limits.max_request_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise body_too_large(int(value), limit)
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:
+                            raise body_too_large(size, limit)
+                        reservation.add(len(chunk))
+                        chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"The request body was not received within {self.timeout_ms} ms "
+                               "(--rest_api_timeout_in_ms)") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    async def _answer(self, future: concurrent.futures.Future, waiter: asyncio.Future, receive) -> bytes:
+        """Wait for a model's answer (a payload, or a ServingError) while watching the connection: a client
+        that disconnects, or a request past --rest_api_timeout_in_ms (504), cancels the model's queued work."""
+        disconnect = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
+        try:
+            done, _ = await asyncio.wait((waiter, disconnect), timeout=self.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnect.cancel()
+        if waiter in done:
+            payload, error = waiter.result()
+            if error is not None:
+                raise error
+            return payload
+        future.cancel()
+        if disconnect in done:
+            raise ClientGone
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                           f"Request timed out after {self.timeout_ms} ms (--rest_api_timeout_in_ms)")
+
+    def _waiter(self) -> asyncio.Future:
+        if self.mailbox is None:
+            self.mailbox = Mailbox(asyncio.get_running_loop())
+        return self.mailbox.loop.create_future()
+
+    async def _route(self, method: str, path: str, body: bytes, receive, reservation: Reservation
+                     ) -> tuple[int, bytes]:
         match = MODEL_PATH.match(path)
         if match:
             name, verb = match["name"], match["verb"]
             version = int(match["version"]) if match["version"] is not None else None
             spec = ModelSpec(name, version, match["label"])
             if method == "GET" and match["metadata"]:
-                return 200, await self._call(self.metadata, spec)
+                return 200, await asyncio.get_running_loop().run_in_executor(self.pool, self.metadata, spec)
             if method == "GET" and not verb:
-                return 200, await self._call(self.status, spec)
+                return 200, self.status(spec)
             if method == "POST" and verb == "predict":
-                return 200, await self.predict(spec, body)
+                return 200, await self.predict(spec, body, receive, reservation)
             if method == "POST" and verb:
-                return 200, await self._call(self.infer, verb, spec, body)
+                return 200, await self.infer(verb, spec, body, receive, reservation)
         elif method == "GET" and path.rstrip("/") == "/v1/models":
-            return 200, await self._call(self.list_models)
+            return 200, self.list_models()
         elif method == "GET" and path == "/healthz":
             return 200, tensors.dumps({"status": "live"})
         elif method == "GET" and path == "/readyz":
@@ -139,13 +189,15 @@ class RestApi:
             return 200, self.core.metrics.exposition()
         raise not_found(f"Malformed request: {method} {path}")
 
-    # --- handlers (run on the thread pool) ----------------------------------------------------------
+    # --- handlers ------------------------------------------------------------------------------------
 
     def status(self, spec: ModelSpec) -> bytes:
+        """GET /v1/models/<name>: version states (on the event loop: it reads the manager only)."""
         states = self.core.status(spec.name, spec.version, spec.label)
         return tensors.dumps({"model_version_status": version_status_json(states)})
 
     def list_models(self) -> bytes:
+        """GET /v1/models: every model's version states."""
         models = []
         for name in self.core.all_models():
             states = self.core.manager.status(name)
@@ -153,6 +205,7 @@ class RestApi:
         return tensors.dumps({"models": models})
 
     def metadata(self, spec: ModelSpec) -> bytes:
+        """GET .../metadata (on the pool: a large SignatureDefMap takes a while to write as JSON)."""
         version, signatures = self.core.metadata(spec)
         return tensors.dumps({
             "model_spec": {"name": spec.name, "signature_name": "", "version": str(version)},
@@ -160,8 +213,17 @@ class RestApi:
                 signatures, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
         })
 
-    def infer(self, verb: str, spec: ModelSpec, body: bytes) -> bytes:
-        """:classify and :regress (on the pool)."""
+    async def infer(self, verb: str, spec: ModelSpec, body: bytes, receive, reservation: Reservation) -> bytes:
+        """:classify and :regress, parsed and run on the model's queue."""
+        self._charge_parse(body, GENERAL_PARSE_BYTES_PER_VALUE, reservation)
+        if not self.core.manager.knows(spec.name):
+            raise not_found(f"Servable not found for request: Latest({spec.name})")
+        waiter = self._waiter()
+        future = self.core.submit(spec.name, self._infer, verb, spec, body)
+        future.add_done_callback(lambda done: self.mailbox.put(waiter, _outcome(done)))
+        return await self._answer(future, waiter, receive)
+
+    def _infer(self, verb: str, spec: ModelSpec, body: bytes) -> bytes:
         started = time.perf_counter()
         error, answered = None, {}
         try:
@@ -179,11 +241,19 @@ class RestApi:
             self.core.observe(spec.name, verb, "REST", error, time.perf_counter() - started,
                               answered.get("version"), answered.get("signature"))
 
-    async def predict(self, spec: ModelSpec, body: bytes) -> bytes:
-        """:predict: JSON on the event loop, the Session run inline, on the pool or in a batch."""
+    def _charge_parse(self, body: bytes, bytes_per_value: int, reservation: Reservation) -> int:
+        """Refuse a body of more values than --max_request_elements, and charge what parsing it may hold."""
+        values = tensors.count_elements_bound(body)
+        tensors.check_element_count(values, self.core.limits.max_request_elements)
+        reservation.add(values * bytes_per_value)
+        return values
+
+    async def predict(self, spec: ModelSpec, body: bytes, receive, reservation: Reservation) -> bytes:
+        """:predict: JSON parsed on the event loop, the model run on its queue (or in a batch), the answer
+        written as JSON by the thread that ran it."""
         started = time.perf_counter()
-        error = servable = None
         try:
+            self._charge_parse(body, FAST_PARSE_BYTES_PER_VALUE, reservation)
             fast = tensors.numeric_predict_body(body)
             if fast is not None:
                 key, signature_name, values = fast
@@ -191,25 +261,57 @@ class RestApi:
                 spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
                 build, row = functools.partial(numeric_inputs, values, general), key == "instances"
             else:
+                self._charge_parse(body, GENERAL_PARSE_BYTES_PER_VALUE - FAST_PARSE_BYTES_PER_VALUE, reservation)
                 spec, request = parse_request(spec, body)
                 build, row = predict_inputs(request)
-            inline = self.inline_when_idle and self._in_flight == 1
-            servable, signature, future, aliases = self.core.start_predict(spec, build, (),
-                                                                           None if inline else self.pool)
-            future.add_done_callback(lambda _: servable.release())  # keep the version loaded until it ran
-            if not future.done():
-                waiting = asyncio.wrap_future(future)
-                await (asyncio.wait_for(waiting, self.timeout) if self.timeout else waiting)
-            outputs = dict(zip(aliases, future.result(), strict=True))
-            payload = rows_output(outputs) if row else columns_output(outputs)
-            return tensors.dumps_checked(payload, list(outputs.values()))
+            servable, signature, future, aliases = self.core.start_predict(spec, build)
         except ServingError as e:
-            error = e
+            self.core.observe(spec.name, "predict", "REST", e, time.perf_counter() - started)
             raise
-        finally:
+        waiter = self._waiter()
+
+        def finish(done: concurrent.futures.Future) -> None:  # on the thread that ran the model
+            payload = error = None
+            try:
+                if done.cancelled():
+                    error = ServingError(grpc.StatusCode.CANCELLED, "The request was cancelled before its model ran")
+                else:
+                    outputs = dict(zip(aliases, done.result(), strict=True))
+                    payload = tensors.dumps_checked(rows_output(outputs) if row else columns_output(outputs),
+                                                    list(outputs.values()))
+            except ServingError as e:
+                error = e
+            except Exception as e:
+                log.exception("REST predict on %s failed", spec.name)
+                error = ServingError(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+            finally:
+                servable.release()  # the version stayed loaded until its run was over
             self.core.observe(spec.name, "predict", "REST", error, time.perf_counter() - started,
-                              servable.version if servable else None,
-                              signature.name if servable else None)
+                              servable.version, signature.name)
+            self.mailbox.put(waiter, (payload, error))
+
+        future.add_done_callback(finish)
+        return await self._answer(future, waiter, receive)
+
+
+def _outcome(done: concurrent.futures.Future) -> tuple[bytes | None, ServingError | None]:
+    """(payload, error) of a finished handler future."""
+    if done.cancelled():
+        return None, ServingError(grpc.StatusCode.CANCELLED, "The request was cancelled before its model ran")
+    error = done.exception()
+    if error is None:
+        return done.result(), None
+    if isinstance(error, ServingError):
+        return None, error
+    log.error("REST request failed", exc_info=error)
+    return None, ServingError(grpc.StatusCode.INTERNAL, f"Internal error: {error}")
+
+
+def body_too_large(size: int, limit: int) -> ServingError:
+    """413: a body over --max_request_bytes."""
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"Request body too large: {size} bytes, over this server's limit of {limit} "
+                        "(--max_request_bytes)", http_status=413)
 
 
 def parse_request(spec: ModelSpec, body: bytes) -> tuple[ModelSpec, dict]:

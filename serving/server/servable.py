@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from serving.server.errors import ServingError, from_tf_error, invalid
+from serving.server.tensors import dtype_name, np_dtype
 
 log = logging.getLogger("tfzoo.serving")
 
@@ -42,23 +44,47 @@ class Signature:
 
 
 def declared_shape(info: meta_graph_pb2.TensorInfo) -> tuple[int, ...] | None:
-    """The signature's shape for an input (-1 for unknown dimensions), or None if its rank is unknown."""
-    if info.tensor_shape.unknown_rank or not info.tensor_shape.dim:
+    """The signature's shape for an input (-1 for unknown dimensions; () for a scalar), or None if its rank
+    is unknown."""
+    if not info.HasField("tensor_shape") or info.tensor_shape.unknown_rank:
         return None
     return tuple(d.size for d in info.tensor_shape.dim)
 
 
-def check_shape(alias: str, array: np.ndarray, declared: tuple[int, ...]) -> None:
-    """Reject an input whose rank matches the signature's but whose known dimensions differ.
+def _shape_text(shape) -> str:
+    return "[" + ",".join("?" if d < 0 else str(d) for d in shape) + "]"
 
-    TF Serving feeds tensors unchecked; a different rank is left to the graph (the reference answer
-    for half_plus_two feeds [3] to an [?, 1] input), but same-rank mismatches would otherwise run
-    and return garbage for models with static shapes inside.
+
+def check_input(alias: str, array: np.ndarray, info: meta_graph_pb2.TensorInfo,
+                declared: tuple[int, ...] | None) -> None:
+    """Reject an input whose dtype, rank or a known dimension differs from the signature's TensorSpec.
+
+    Nothing of a request reaches TensorFlow unchecked: in the pip TensorFlow some oneDNN kernels abort
+    the whole process on a malformed input (a wrong-rank image into a convolution) where a graph
+    kernel would answer INVALID_ARGUMENT. One rank difference is let through, because TF Serving's own
+    reference answer needs it and it cannot reach such a kernel: a vector of N values fed to a
+    signature of shape [?,1] (or [?,1,1,...]), as half_plus_two's `{"instances": [2.0, 3.0, 4.0]}`.
     """
-    shape = np.shape(array)
-    if len(shape) == len(declared) and any(d >= 0 and d != s for d, s in zip(declared, shape, strict=True)):
-        expected = "[" + ",".join("?" if d < 0 else str(d) for d in declared) + "]"
-        raise invalid(f"input {alias}: expected shape {expected} but got [{','.join(map(str, shape))}]")
+    expected = np_dtype(info.dtype)
+    if array.dtype != expected:
+        raise invalid(f"input {alias}: expects {dtype_name(info.dtype)} but "
+                      f"{dtype_name(_dtype_enum(array.dtype))} is provided")
+    if declared is None:
+        return
+    shape = array.shape
+    if len(shape) != len(declared):
+        if len(shape) == 1 and len(declared) > 1 and declared[0] < 0 and all(d == 1 for d in declared[1:]):
+            return
+        raise invalid(f"input {alias}: expected shape {_shape_text(declared)} (rank {len(declared)}) but got "
+                      f"{_shape_text(shape)} (rank {len(shape)})")
+    if any(d >= 0 and d != s for d, s in zip(declared, shape, strict=True)):
+        raise invalid(f"input {alias}: expected shape {_shape_text(declared)} but got {_shape_text(shape)}")
+
+
+def _dtype_enum(dtype: np.dtype) -> int:
+    if dtype.kind in "OSU":
+        return types_pb2.DT_STRING
+    return tf.dtypes.as_dtype(dtype).as_datatype_enum
 
 
 def _set_repr(names) -> str:
@@ -112,7 +138,8 @@ class Servable:
 
     def start(self, signature: Signature, inputs: dict[str, np.ndarray], output_filter: list[str] | tuple = (),
               executor: concurrent.futures.Executor | None = None) -> tuple[concurrent.futures.Future, tuple]:
-        """Validate and start a run: in a batch (when batching), on `executor`, or right here (None).
+        """Validate and start a run: in a batch (when batching), on `executor` (the model's queue), or right
+        here (None).
 
         Returns a future of the output arrays and their aliases; errors are ServingErrors, raised here
         for bad requests and set on the future for failures of the run.
@@ -123,8 +150,7 @@ class Servable:
         aliases_in, aliases_out, shapes, fn = plan
         feeds = [inputs[a] for a in aliases_in]
         for alias, array, declared in zip(aliases_in, feeds, shapes, strict=True):
-            if declared is not None:
-                check_shape(alias, array, declared)
+            check_input(alias, array, signature.inputs[alias], declared)
 
         def call(arrays: list[np.ndarray]) -> list[np.ndarray]:  # one Session run (one batch, if batching)
             started = time.perf_counter()

@@ -5,6 +5,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -31,26 +32,73 @@ def dtype_name(dtype_enum: int) -> str:
 
 # --- gRPC: TensorProto <-> numpy ----------------------------------------------------------------
 
-def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a TensorProto; fast for tensor_content and strings, tf.make_ndarray otherwise."""
-    shape = [d.size for d in proto.tensor_shape.dim]
+# The repeated field that carries a dtype's values when tensor_content is empty (TensorFlow's tensor.cc).
+_VALUE_FIELD = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val", types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_BFLOAT16: "half_val", types_pb2.DT_COMPLEX64: "scomplex_val",
+    types_pb2.DT_COMPLEX128: "dcomplex_val", STRING: "string_val",
+}
+
+
+def proto_shape(proto: tensor_pb2.TensorProto, what: str) -> tuple[tuple[int, ...], int]:
+    """(shape, element count) a TensorProto declares; INVALID_ARGUMENT for a dtype or shape no tensor has."""
+    if proto.dtype not in _VALUE_FIELD:
+        raise invalid(f"{what}: unsupported tensor dtype {types_pb2.DataType.Name(proto.dtype)}"
+                      if proto.dtype in types_pb2.DataType.values() else f"{what}: unknown dtype {proto.dtype}")
+    if proto.tensor_shape.unknown_rank:
+        raise invalid(f"{what}: a tensor's shape must be fully defined (unknown_rank is set)")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in shape):
+        raise invalid(f"{what}: a tensor's shape must be fully defined: [{','.join(map(str, shape))}]")
+    return shape, math.prod(shape)
+
+
+def check_element_count(count: int, limit: int) -> None:
+    """INVALID_ARGUMENT for a request of more tensor elements than `--max_request_elements`."""
+    if count > limit:
+        raise invalid(f"The request has {count} tensor elements, more than this server's limit of {limit} "
+                      "per request (--max_request_elements): send it in smaller batches")
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto, what: str = "tensor") -> np.ndarray:
+    """Decode a TensorProto as TensorFlow does: `tensor_content`, or a repeated `*_val` field that may be
+    shorter than the shape (its last value repeats; none means zeros), never longer.
+
+    Call `proto_shape` first to bound the element count: this allocates the declared size.
+    """
+    shape, count = proto_shape(proto, what)
+    dtype = np_dtype(proto.dtype)
+    if proto.tensor_content and proto.dtype != STRING:
+        if len(proto.tensor_content) != count * dtype.itemsize:
+            raise invalid(f"{what}: tensor_content has {len(proto.tensor_content)} bytes, shape "
+                          f"[{','.join(map(str, shape))}] of {dtype_name(proto.dtype)} needs {count * dtype.itemsize}")
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    field = _VALUE_FIELD[proto.dtype]
+    raw = getattr(proto, field)
     if proto.dtype == STRING:
-        values = np.empty(len(proto.string_val), dtype=object)
-        values[:] = list(proto.string_val)
-        count = int(np.prod(shape)) if shape else 1
-        if values.size != count:
-            raise invalid(f"tensor with shape {shape} has {values.size} string values")
+        values = np.empty(len(raw), dtype=object)
+        values[:] = list(raw)
+    elif field == "half_val":  # the 16-bit patterns, in int32s
+        values = np.asarray(raw, dtype=np.int64).astype(np.uint16).view(dtype)
+    elif dtype.kind == "c":  # (real, imaginary) pairs
+        values = np.asarray(raw, dtype=np.float32 if dtype.itemsize == 8 else np.float64)
+        values = values[:len(values) // 2 * 2].view(dtype)
+    elif dtype.kind in "iu":
+        values = np.asarray(raw, dtype=np.uint64 if field == "uint64_val" else np.int64).astype(dtype)
+    else:
+        values = np.asarray(raw, dtype=dtype)
+    if len(values) > count:
+        raise invalid(f"{what}: {len(values)} values in {field} for shape [{','.join(map(str, shape))}] "
+                      f"of {count} elements")
+    if len(values) == count:
         return values.reshape(shape)
-    if proto.tensor_content:
-        dtype = np_dtype(proto.dtype)
-        try:
-            return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
-        except ValueError as e:
-            raise invalid(f"tensor_content does not match shape {shape}: {e}") from None
-    try:
-        return tf.make_ndarray(proto)
-    except (TypeError, ValueError) as e:
-        raise invalid(f"invalid TensorProto: {e}") from None
+    array = np.empty(count, dtype=dtype)
+    array[:len(values)] = values
+    array[len(values):] = values[-1] if len(values) else (b"" if proto.dtype == STRING else 0)
+    return array.reshape(shape)
 
 
 def to_tensor_proto(array: np.ndarray, dtype_enum: int | None = None) -> tensor_pb2.TensorProto:
@@ -82,6 +130,14 @@ def loads(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise invalid(f"JSON Parse error: {e}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the body is nested too deeply") from None
+
+
+def count_elements_bound(body: bytes) -> int:
+    """An upper bound of the numbers or strings a JSON body holds (every value but the first follows a
+    comma), read before parsing: a body must not be turned into more Python objects than the limit."""
+    return body.count(b",") + 1
 
 
 # The characters of JSON numbers, and the whitespace between tokens: what is left of a body without them is

@@ -121,7 +121,15 @@ def test_good_model_config_serves_half_plus_two_and_half_plus_three_side_by_side
 
 
 def test_a_tf2_export_gives_the_same_answers(server):
-    assert post(server, "tf2:predict", {"instances": [[1.0], [2.0]]}) == (200, {"predictions": [[2.5], [3.0]]})
+    assert post(server, "tf2:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]})
+
+
+def test_a_tf2_export_refuses_what_its_signature_does_not_declare(server):
+    # Its serving_default declares x as float [1]: TF Serving would feed [2,1] to the function unchecked;
+    # this server checks every input against the signature first (see SERVING.md), so that no malformed
+    # tensor can reach a kernel that aborts the process.
+    code, answer = post(server, "tf2:predict", {"instances": [[1.0], [2.0]]})
+    assert code == 400 and answer["error"] == "input x: expected shape [1] (rank 1) but got [2,1] (rank 2)"
 
 
 def test_two_versions_are_served_by_version_and_by_label_with_policy_all(server):
