@@ -164,6 +164,9 @@ class Server:
         return tuple(protocol for protocol, port in (("rest", self.rest_port), ("grpc", self.grpc_port)) if port)
 
     def wait_first_answer(self, started: float, timeout: float = 180) -> None:
+        """Start-up ends at the first answer; with several processes, the wait goes on until every one has
+        loaded its model (20 answers in a row on fresh connections), so that the loads find them all."""
+        in_a_row = 0
         while time.perf_counter() - started < timeout:
             if self.process.poll() is not None:
                 self.log.seek(0)
@@ -174,11 +177,15 @@ class Server:
                         self.model)}).encode(), connect_timeout=0.5)
                 else:
                     GrpcCaller(self.grpc_port, self.model)()
-                self.startup_s = time.perf_counter() - started
-                return
+                if not hasattr(self, "startup_s"):
+                    self.startup_s = time.perf_counter() - started
+                in_a_row += 1
+                if self.processes == 1 or in_a_row == 20:
+                    return
             except Exception:
+                in_a_row = 0
                 time.sleep(0.05)
-        raise TimeoutError(f"{self.label}: no answer after {timeout} s")
+        raise TimeoutError(f"{self.label}: not answering after {timeout} s")
 
     def stop(self) -> None:
         """SIGTERM to the process group (a peer's workers too), SIGKILL to what is left after 30 s."""
