@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language soak clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -61,6 +61,12 @@ bench-vision: install
 # and without the KV cache (about 25 CPU minutes; writes bench/results/language.md; --only SECTION re-measures one)
 bench-language: install
 	nice -n 15 $(PY) bench/language.py
+
+# Soak test: every zoo model and TF Serving's fixtures on one server for 12 minutes (plus start-up, and the models'
+# one-time export), valid and invalid requests on both protocols, a new version each minute and config reloads;
+# fails on any unexpected answer or RSS growth >= 50 MB after minute 1 (writes bench/results/soak.md). Not in `make test`.
+soak: install
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf runs models .pytest_cache
