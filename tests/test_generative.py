@@ -19,6 +19,7 @@ from pipelines import export as exporter
 from serving import config
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.launch import ModelServerProcess
+from tests.random_tensors import assert_random_tensors_never_break
 
 GENERATIVE = [name for name in zoo.list_models() if zoo.get(name).task == "image_generation"]
 TINY = {"filters": 4}
@@ -239,3 +240,8 @@ def test_a_gan_checkpoint_restores_both_optimizers(tmp_path):
         assert int(loaded_[0].numpy()) == 1  # iterations
         for a, b in zip(saved, loaded_, strict=True):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.integration
+def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
+    assert_random_tensors_never_break(server, list(runs))

@@ -22,6 +22,7 @@ from pipelines.tasks import language_modelling as lm
 from serving import config
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.launch import ModelServerProcess
+from tests.random_tensors import assert_random_tensors_never_break
 from zoo.labels import SHAKESPEARE_CHARS
 
 LANGUAGE_MODELS = [n for n in zoo.list_models() if zoo.get(n).task == "language_modelling"]
@@ -252,3 +253,8 @@ def test_served_score_is_the_next_character_loss(client, loaded):
     local = loaded["gpt"].signatures["score"](text=tf.constant(text))
     np.testing.assert_allclose(served["loss"], local["loss"].numpy(), rtol=1e-5)
     assert list(served["tokens"]) == [len(text[0]) - 1]
+
+
+@pytest.mark.integration
+def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
+    assert_random_tensors_never_break(server, list(runs))

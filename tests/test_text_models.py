@@ -18,6 +18,7 @@ from pipelines import evaluate, train
 from pipelines.data import plays, timeseries, translation
 from serving import client, config
 from serving.launch import ModelServerProcess
+from tests.random_tensors import assert_random_tensors_never_break
 from tests.serving.serving_helpers import post
 
 TINY = {  # model -> (dataset, hyperparameters, recipe): seconds of training each
@@ -230,3 +231,8 @@ def test_bad_input_is_invalid_argument_and_the_server_keeps_serving(server, mode
         assert grpc_client.predict(model, example_inputs(model), signature_name=SIGNATURE[model])  # still serving
     finally:
         grpc_client.close()
+
+
+@pytest.mark.integration
+def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
+    assert_random_tensors_never_break(server, list(runs))

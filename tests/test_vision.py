@@ -16,6 +16,7 @@ from pipelines import evaluate, train
 from pipelines.data import shapes
 from serving.client import GrpcClient, ServingClientError
 from serving.launch import ModelServerProcess
+from tests.random_tensors import assert_random_tensors_never_break
 from tests.serving.serving_helpers import post, write_config
 from zoo import applications
 
@@ -292,3 +293,8 @@ def test_corrupt_bytes_and_wrong_shapes_are_invalid_argument_and_the_server_keep
     good = request_inputs(name, runs[name])["encoded_image"]
     assert client.predict(name, good, signature_name="encoded_image")  # still serving
     client.close()
+
+
+@pytest.mark.integration
+def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
+    assert_random_tensors_never_break(server, list(runs))

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.data.experimental.ops import testing  # tf.data's SleepDataset (a standard op)
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 LABELS = [f"class_{i}" for i in range(10)]
@@ -44,10 +45,40 @@ def tf1_linear_model(export_dir: Path, slope: float = 0.5, intercept: float = 2.
     return export_dir
 
 
+def slow_counter_model(export_dir: Path) -> Path:
+    """A TF1 model that waits: `serving_default` counts its run, then sleeps `seconds` (a tf.data sleep: no
+    CPU spent) and answers the count; `count` answers how many runs have started, without counting."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        runs = tf.compat.v1.Variable(tf.constant(0, tf.int64), name="runs", use_resource=True)
+        seconds = tf.compat.v1.placeholder(tf.float32, [], name="seconds")
+        counted = runs.assign_add(1)
+        slept = tf.data.Dataset.from_tensors(counted).apply(
+            testing.sleep(tf.cast(seconds * 1e6, tf.int64))).take(1)  # take(1): no second sleep for the end
+        answer = tf.identity(tf.data.experimental.get_single_element(slept), name="answer")
+        x = tf.compat.v1.placeholder(tf.float32, [], name="x")
+        current = tf.identity(runs.read_value() + tf.cast(x * 0, tf.int64), name="current")
+        session.run(tf.compat.v1.global_variables_initializer())
+        info = tf.compat.v1.saved_model.utils.build_tensor_info
+        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def
+        builder = tf.compat.v1.saved_model.Builder(str(export_dir))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+            "serving_default": signature({"seconds": info(seconds)}, {"runs": info(answer)},
+                                         "tensorflow/serving/predict"),
+            "count": signature({"x": info(x)}, {"runs": info(current)}, "tensorflow/serving/predict"),
+        })
+        builder.save()
+    return export_dir
+
+
 def image_classifier() -> keras.Model:
-    """A small deterministic Keras 3 classifier: image float32 [N, 28, 28, 1] -> probabilities [N, 10]."""
+    """A small deterministic Keras 3 classifier: image float32 [N, 28, 28, 1] -> probabilities [N, 10].
+
+    Its convolution is the kind of oneDNN kernel that aborts the whole process on an input of the wrong rank.
+    """
     keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((28, 28, 1), name="image"), keras.layers.Flatten(),
+    return keras.Sequential([keras.Input((28, 28, 1), name="image"), keras.layers.Conv2D(4, 3, padding="same"),
+                             keras.layers.Flatten(),
                              keras.layers.Dense(10, activation="softmax", name="probabilities")])
 
 

@@ -19,6 +19,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2
 
 from serving import client
+from tests.random_tensors import assert_random_tensors_never_break
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +129,7 @@ def test_generated_rest_bodies_never_get_a_5xx(own_server, target, body):
 def test_the_server_still_answers_correctly_after_all_the_bad_input(own_server):
     assert post(own_server, "linear:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]})
     assert own_server.process.poll() is None
+
+
+def test_random_tensors_to_every_signature_never_break_the_server(own_server):
+    assert_random_tensors_never_break(own_server, ["linear", "two_versions", "image", "keras_default"])

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 
 from serving import config
 from serving.launch import ModelServerProcess
+from tests.random_tensors import assert_random_tensors_never_break
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not TFSERVING_FIXTURES.is_dir(), reason=NO_FIXTURES)]
 
@@ -234,3 +235,8 @@ def test_fixture_batching_and_monitoring_configs_parse(name, message):
 
     parsed = config.read_text(TFSERVING_FIXTURES / name, getattr(protos, message))
     assert parsed.ListFields()
+
+
+def test_random_tensors_to_every_fixture_signature_never_break_the_server(server):
+    assert_random_tensors_never_break(server, ["default", "tf2", "saved_model_half_plus_two_2_versions", "counter",
+                                               "half_plus_two", "half_plus_three"])
