@@ -8,7 +8,8 @@ user would on this machine (bench/peers/*.py say how and why):
   fastapi           FastAPI async route, orjson, the model in a thread, a uvicorn worker per core (REST)
   fastapi+batching  the same with an asyncio micro-batcher (32 examples or 1 ms, as tfzoo's batching) (REST)
   kserve            KServe's Python model server, V1 protocol, a worker per core, no per-request logs (REST)
-  grpc              grpc.server on a thread pool, TF Serving's PredictionService, SO_REUSEPORT processes (gRPC)
+  grpc              grpc.server on a thread pool, TF Serving's PredictionService (gRPC; SO_REUSEPORT
+                    processes possible, one measured faster here: see PEER_SERVERS)
 Figures: p50/p99 latency at concurrency 1 (sequential keep-alive requests from one Python client),
 requests/s at concurrency 16 and 32 (REST: wrk; gRPC: h2load, one HTTP/2 connection with that many
 Predict calls in flight), client and server CPU seconds during each throughput run, startup time to the
@@ -361,11 +362,13 @@ class Peer:
 
 
 # Processes: one per core unless a measurement on this machine said otherwise (--servers NAME:N to re-measure).
+# grpc: 1, as h2load's one HTTP/2 connection lands on one SO_REUSEPORT process (2 processes: 519-562 req/s at
+# c=32, 1: 523-622, --quick on a busy machine). fastapi+batching: 2 workers (cnn 794 vs 640 req/s at c=32).
 PEER_SERVERS = {
     "fastapi": Peer("fastapi_server.py", "rest", CORES),
     "fastapi+batching": Peer("fastapi_batching_server.py", "rest", CORES, batching=True),
     "kserve": Peer("kserve_server.py", "rest", CORES),
-    "grpc": Peer("grpc_server.py", "grpc", CORES),
+    "grpc": Peer("grpc_server.py", "grpc", 1),
 }
 
 
