@@ -191,6 +191,7 @@ class Results:
         self.unexpected: Counter = Counter()  # (case name, protocol, status)
         self.shed: Counter = Counter()
         self.notes: list[str] = []  # failures outside requests: a change not served, the server exiting
+        self.startup_s = 0.0  # server start to its first answer
 
     def minute(self, t: float) -> int:
         return int((t - self.start) // 60)
@@ -309,8 +310,10 @@ def run(minutes: int) -> tuple[str, bool]:
         cases = valid_cases(zoo_models) + invalid_cases(gpt)
         flags = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=5",
                  "--file_system_poll_wait_seconds=1"]
+        launched = time.perf_counter()
         with ModelServerProcess(embedded=True, announce=False, ready_timeout=900, extra_args=flags) as server:
             results = Results(time.perf_counter())
+            results.startup_s = results.start - launched
             ports = (server.rest_port, server.grpc_port)
             threads = [Client([c for c in cases if c.protocol == protocol], ports, results, seed)
                        for seed, protocol in enumerate(["REST", "gRPC"] * CLIENTS_PER_PROTOCOL)]
@@ -348,7 +351,8 @@ def report(results: Results, events: list[tuple[int, str]], rss: list[tuple[floa
         + (f"Left out: {'; '.join(f'{n} ({why})' for n, why in left_out.items())}. " if left_out else "")
         + f"{CLIENTS_PER_PROTOCOL} client threads per protocol send {sum(c.kind == 'valid' for c in cases)} valid "
         f"and {sum(c.kind != 'valid' for c in cases)} invalid requests round robin, back to back; invalid kinds: "
-        f"{', '.join(kinds)}.", "",
+        f"{', '.join(kinds)}. The server took {results.startup_s:.0f} s from start to its first answer (every model "
+        "loaded and warmed up).", "",
         f"**Verdict: {'PASS' if passed else 'FAIL'}** — unexpected answers: {unexpected}; changes not served or "
         f"server exits: {len(results.notes)}; RSS growth after minute 1: {growth:.1f} MB (limit "
         f"{RSS_GROWTH_LIMIT_MB}; RSS at minute 1 {first:.0f} MB, peak {peak:.0f} MB, last {last:.0f} MB); "
