@@ -107,7 +107,8 @@ def test_sampling_is_a_function_of_the_seed(loaded, name, signature, kind):
 
     first = images(4, 11)
     np.testing.assert_array_equal(first, images(4, 11))
-    np.testing.assert_array_equal(first[:2], images(2, 11))  # the same latents, row by row
+    # the same latents, row by row (to float rounding: kernels may sum in another order for another batch size)
+    np.testing.assert_allclose(first[:2], images(2, 11), rtol=1e-5, atol=1e-6)
     assert not np.allclose(first, images(4, 12))
 
 

@@ -27,8 +27,8 @@ from serving.server.startup import StartupConfig
 
 log = logging.getLogger("tfzoo.serving")
 
-# A REST connection must send a request's headers within this long of opening, or of its previous answer
-# (then it is closed); the body must then arrive within --rest_api_timeout_in_ms.
+# How long a REST connection may stay open idle after an answer (uvicorn's keep-alive timeout); before its
+# request's headers and body are in, --rest_api_timeout_in_ms applies.
 IDLE_CONNECTION_SECONDS = 30
 
 
@@ -120,8 +120,10 @@ class ModelServer:
         app = RestApi(self.core, num_threads=self.args.rest_api_num_threads,
                       timeout_ms=self.args.rest_api_timeout_in_ms, metrics_path=self.monitoring,
                       cors=self.args.rest_api_enable_cors_support)
+        timeout_ms = self.args.rest_api_timeout_in_ms
         config = uvicorn.Config(app, host="0.0.0.0", port=self.args.rest_api_port, log_level="warning",
-                                access_log=False, lifespan="off", http=rest_protocol(), loop=_event_loop(),
+                                access_log=False, lifespan="off", loop=_event_loop(),
+                                http=rest_protocol(timeout_ms / 1000 if timeout_ms > 0 else IDLE_CONNECTION_SECONDS),
                                 timeout_keep_alive=IDLE_CONNECTION_SECONDS, backlog=4096)
         self.rest_server = uvicorn.Server(config)
         self.rest_thread = threading.Thread(target=self.rest_server.run, name="rest", daemon=True)
@@ -169,21 +171,21 @@ class ModelServer:
         self.core.stop()
 
 
-def rest_protocol() -> type:
+def rest_protocol(headers_seconds: float) -> type:
     """uvicorn's httptools protocol, closing a connection that does not send a request's headers within
-    IDLE_CONNECTION_SECONDS of opening (or of its previous answer): uvicorn times out idle keep-alive
-    connections only after a first answer, so a client could otherwise hold a socket forever."""
+    `headers_seconds` of opening (or of its previous answer): uvicorn times out idle keep-alive connections
+    only after a first answer, so a client could otherwise hold a socket forever."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class Protocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._headers_timer = self.loop.call_later(IDLE_CONNECTION_SECONDS, self._headers_timeout)
+            self._headers_timer = self.loop.call_later(headers_seconds, self._headers_timeout)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             if self._headers_timer is None:
-                self._headers_timer = self.loop.call_later(IDLE_CONNECTION_SECONDS, self._headers_timeout)
+                self._headers_timer = self.loop.call_later(headers_seconds, self._headers_timeout)
 
         def on_headers_complete(self) -> None:
             self._headers_timer.cancel()
