@@ -187,6 +187,7 @@ class Results:
     def __init__(self, start: float):
         self.start, self.lock = start, threading.Lock()
         self.latencies: dict[tuple[int, str], list[float]] = defaultdict(list)
+        self.by_request: dict[tuple[str, str], list[float]] = defaultdict(list)  # (case name, protocol)
         self.outcomes: Counter = Counter()  # (minute, "ok" | "refused" | "shed" | "unexpected")
         self.unexpected: Counter = Counter()  # (case name, protocol, status)
         self.shed: Counter = Counter()
@@ -204,6 +205,7 @@ class Results:
             self.outcomes[minute, outcome] += 1
             if outcome == "ok":
                 self.latencies[minute, case.protocol].append(seconds)
+                self.by_request[case.name, case.protocol].append(seconds)
             elif outcome != "refused":
                 (self.shed if outcome == "shed" else self.unexpected)[case.name, case.protocol, str(status)] += 1
 
@@ -262,26 +264,30 @@ class Operator(threading.Thread):
             if self.sleep_until(60 * minute):
                 return
             version = new_version(self.models[VERSIONED])
-            self.served(minute, f"{VERSIONED} version {version} copied in",
+            self.served(f"{VERSIONED} version {version} copied in",
                         lambda version=version: version in available_versions(self.rest, VERSIONED))
             if self.sleep_until(60 * minute + 30):
                 return
             with_toggled = not with_toggled
             write_config(self.config, {**self.models, **({name: base} if with_toggled else {})})
-            self.served(minute, f"config rewritten with {name} {'added' if with_toggled else 'removed'}",
+            self.served(f"config rewritten with {name} {'added' if with_toggled else 'removed'}",
                         lambda present=with_toggled: bool(available_versions(self.rest, name)) == present)
 
     def sleep_until(self, offset: float) -> bool:
         """Wait until `offset` seconds after the start; True if stopped meanwhile."""
         return self.stopping.wait(max(0.0, self.results.start + offset - time.perf_counter()))
 
-    def served(self, minute: int, what: str, done: Callable[[], bool]) -> None:
+    def served(self, what: str, done: Callable[[], bool]) -> None:
+        """Wait until `done()` says the change is served; note it, with the table's minute (1-based)."""
         started = time.perf_counter()
+        minute = self.results.minute(started) + 1
         while time.perf_counter() - started < CHANGE_DEADLINE_S and not self.stopping.is_set():
             if done():
                 self.events.append((minute, f"{what}: served after {time.perf_counter() - started:.1f} s"))
                 return
             time.sleep(0.25)
+        if self.stopping.is_set():  # the run ended first: not a failure
+            return
         self.events.append((minute, f"{what}: NOT served within {CHANGE_DEADLINE_S} s"))
         self.results.notes.append(f"minute {minute}: {what}, not served within {CHANGE_DEADLINE_S} s")
 
@@ -370,6 +376,10 @@ def report(results: Results, events: list[tuple[int, str]], rss: list[tuple[floa
         cells += [str(results.outcomes[minute, o]) for o in ("refused", "shed", "unexpected")]
         cells += [f"{end_rss[-1]:.0f}" if end_rss else "-", "; ".join(e for m, e in events if m == minute + 1)]
         lines.append("| " + " | ".join(cells) + " |")
+    slowest = sorted(results.by_request.items(), key=lambda item: -percentile_ms(item[1], 99))[:5]
+    lines += ["", "Slowest valid requests over the run (p50 / p99 ms): " + "; ".join(
+        f"{name} {protocol} {percentile_ms(t, 50):.0f} / {percentile_ms(t, 99):.0f}" for (name, protocol), t in slowest)
+        + "."]
     if results.unexpected:
         lines += ["", "Unexpected answers (request, protocol, status: count):", ""]
         lines += [f"- {n}, {p}, {s}: {k}" for (n, p, s), k in results.unexpected.most_common()]
