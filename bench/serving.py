@@ -8,11 +8,11 @@ user would on this machine (bench/peers/*.py say how and why):
   fastapi           FastAPI async route, orjson, the model in a thread, a uvicorn worker per core (REST)
   fastapi+batching  the same with an asyncio micro-batcher (32 examples or 1 ms, as tfzoo's batching) (REST)
   kserve            KServe's Python model server, V1 protocol, a worker per core, no per-request logs (REST)
-  grpc              grpc.server on a thread pool, TF Serving's PredictionService (gRPC; SO_REUSEPORT
-                    processes possible, one measured faster here: see PEER_SERVERS)
+  grpc              grpc.server on a thread pool, TF Serving's PredictionService, a process per core sharing
+                    the port with SO_REUSEPORT (gRPC)
 Figures: p50/p99 latency at concurrency 1 (sequential keep-alive requests from one Python client),
-requests/s at concurrency 16 and 32 (REST: wrk; gRPC: h2load, one HTTP/2 connection with that many
-Predict calls in flight), client and server CPU seconds during each throughput run, startup time to the
+requests/s at concurrency 16 and 32 (REST: wrk; gRPC: h2load; that many clients, each its own connection with one
+request in flight), client and server CPU seconds during each throughput run, startup time to the
 first answer, and RSS of all the server's processes after the load beside a bare process that has loaded the
 same model. Every server is started once per round; rounds run interleaved (round 1 of every server, then
 round 2, ...) and each figure is reported as the median and min-max over the rounds.
@@ -290,8 +290,10 @@ def throughput_rest(server: Server, concurrency: int, seconds: float) -> dict:
 
 
 def throughput_grpc(server: Server, concurrency: int, seconds: float) -> dict:
-    """h2load (nghttp2's HTTP/2 load generator, in C) sending Predict as a gRPC unary call: one connection
-    carrying `concurrency` streams, as one gRPC channel does; requests/s, errors, client and server CPU.
+    """h2load (nghttp2's HTTP/2 load generator, in C) sending Predict as a gRPC unary call: `concurrency`
+    clients, each its own connection (one gRPC channel) with one call in flight, as wrk's clients over REST;
+    requests/s, errors, client and server CPU. (Clients of their own spread over the processes of a server
+    that shares its port with SO_REUSEPORT, which one multiplexed connection never would.)
 
     h2load sees HTTP statuses only, and a gRPC error is an HTTP 200 whose trailers carry the status, with no
     message: so every answer is checked by size: the data received must be that many copies of the answer
@@ -305,7 +307,7 @@ def throughput_grpc(server: Server, concurrency: int, seconds: float) -> dict:
         body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
         url = f"http://127.0.0.1:{server.grpc_port}/tensorflow.serving.PredictionService/Predict"
         server_cpu, client_cpu = cpu_seconds(server.process.pid), children_cpu()
-        out = subprocess.run(["h2load", "-t1", "-c1", f"-m{concurrency}", f"-D{seconds}", "-d", str(body),
+        out = subprocess.run(["h2load", "-t1", f"-c{concurrency}", "-m1", f"-D{seconds}", "-d", str(body),
                               "-H", "content-type: application/grpc", "-H", "te: trailers", url],
                              capture_output=True, text=True, timeout=seconds + 60).stdout
     # "finished in 8.00s, 3455.62 req/s, ...", "requests: ... 27645 succeeded, ...", "traffic: ... (539370) data"
@@ -314,7 +316,7 @@ def throughput_grpc(server: Server, concurrency: int, seconds: float) -> dict:
     answered = int(re.search(r"\((\d+)\) data", out)[1]) // answer_bytes
     return {"rps": rps * min(answered, succeeded) / max(succeeded, 1), "errors": succeeded - answered,
             "client_cpu": children_cpu() - client_cpu, "server_cpu": cpu_seconds(server.process.pid) - server_cpu,
-            "generator": "h2load -c1 -m<concurrency>"}
+            "generator": "h2load -c<concurrency> -m1"}
 
 
 def in_process(path: Path, model: str, count: int) -> dict:
@@ -361,14 +363,12 @@ class Peer:
     batching: bool = False
 
 
-# Processes: one per core unless a measurement on this machine said otherwise (--servers NAME:N to re-measure).
-# grpc: 1, as h2load's one HTTP/2 connection lands on one SO_REUSEPORT process (2 processes: 519-562 req/s at
-# c=32, 1: 523-622, --quick on a busy machine). fastapi+batching: 2 workers (cnn 794 vs 640 req/s at c=32).
+# Processes: one per core, as their users deploy them on this machine (--servers NAME:N to run another number).
 PEER_SERVERS = {
     "fastapi": Peer("fastapi_server.py", "rest", CORES),
     "fastapi+batching": Peer("fastapi_batching_server.py", "rest", CORES, batching=True),
     "kserve": Peer("kserve_server.py", "rest", CORES),
-    "grpc": Peer("grpc_server.py", "grpc", 1),
+    "grpc": Peer("grpc_server.py", "grpc", CORES),
 }
 
 
@@ -498,8 +498,9 @@ def peers_section(args: argparse.Namespace) -> str:
         f"Requests: half_plus_two `{{\"instances\": [1.0]}}`; cnn one 28x28x1 float image (784 JSON numbers) "
         f"per request. Latency: {args.latency_requests} sequential keep-alive requests (one Python client) after "
         f"{args.latency_requests // 10} warm-up requests. Throughput: {args.seconds} s at each concurrency; REST "
-        "by wrk -t2 (Lua POST), gRPC by h2load (one HTTP/2 connection with that many calls in flight, every answer "
-        "checked by its size). Each server is started once per round, the rounds interleaved across the servers "
+        "by wrk -t2 (Lua POST), gRPC by h2load (that many clients, each its own HTTP/2 connection with one call in "
+        "flight, every answer checked by its size). Each server is started once per round, the rounds interleaved "
+        "across the servers "
         f"({args.rounds} rounds); figures are the median (min-max) over the rounds. CPU columns are the medians of "
         "the seconds of CPU used during the c=32 run by all the server's processes and by the load generator. "
         "Startup: process start to the first successful answer. RSS: all the server's processes, read after the "
