@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
          "tfzoo: threads that run each model's requests (every model has its own, and its own queue).")
     flag("max_enqueued_requests_per_model", int, limits.max_enqueued_requests_per_model,
          "tfzoo: requests one model may have queued or running; more are answered UNAVAILABLE / 503.")
+    flag("server_processes", int, 1,
+         "tfzoo: server processes sharing the gRPC and REST ports (SO_REUSEPORT), each loading every model; "
+         "see serving/server/processes.py for what differs from one process.")
     return p
 
 
@@ -132,9 +135,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.batching_parameters_file and not args.enable_batching:
         parser.error("--batching_parameters_file is set without --enable_batching: batching parameters are "
                      "only used with --enable_batching=true")
-    for field in dataclasses.fields(Limits):
-        if getattr(args, field.name) <= 0:
-            parser.error(f"--{field.name} must be positive")
+    for name in [field.name for field in dataclasses.fields(Limits)] + ["server_processes"]:
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
     if args.rest_api_port and args.rest_api_port == args.port:
         parser.error("--rest_api_port cannot be the same as --port")
     return args

@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.server import tensors
+from serving.server import processes, tensors
 from serving.server.core import ModelSpec, ServerCore, examples_from_input
 from serving.server.errors import ServingError, invalid
 from serving.server.execution import Mailbox, Reservation
@@ -251,6 +251,10 @@ class ModelService(Servicer, model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     def HandleReloadConfigRequest(self, request) -> model_management_pb2.ReloadConfigResponse:
+        if processes.index()[1] > 1:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "HandleReloadConfigRequest would change one of the --server_processes only: change "
+                               "the --model_config_file instead (every process polls it)")
         log.info("Reloading config through ModelService.HandleReloadConfigRequest")
         self.core.apply_config(request.config)
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))

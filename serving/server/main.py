@@ -14,7 +14,7 @@ import sys
 import threading
 
 from serving import config as config_lib
-from serving.server import flags, startup
+from serving.server import flags, processes, startup
 
 log = logging.getLogger("tfzoo.serving")
 
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except config_lib.ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    if args.server_processes > 1 and not os.environ.get(processes.PROCESS_ENV):
+        return processes.supervise(sys.argv[1:] if argv is None else argv, args.server_processes)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -8,7 +8,11 @@
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+
+from serving.server.processes import METRICS_ENV
 
 # TF Serving's latency buckets: exponential from 10 us, factor 1.8 (33 buckets).
 LATENCY_BUCKETS = tuple(float(f"{10 * 1.8 ** i:.6g}") for i in range(33))
@@ -59,8 +63,12 @@ class Metrics:
         prometheus_client names counter samples `<name>_total` and adds `_created` samples; TF Serving
         exposes counters under their own name and has no `_created`, so samples are written here.
         """
+        registry = self.registry
+        if os.environ.get(METRICS_ENV):  # --server_processes: the sum over every process
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
         lines = []
-        for family in self.registry.collect():
+        for family in registry.collect():
             lines.append(f"# HELP {family.name} {family.documentation}")
             lines.append(f"# TYPE {family.name} {family.type}")
             for sample in family.samples:

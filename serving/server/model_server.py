@@ -11,6 +11,7 @@ import concurrent.futures
 import gc
 import logging
 import resource
+import socket
 import threading
 
 import grpc
@@ -18,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving import config as config_lib
-from serving.server import flags
+from serving.server import flags, processes
 from serving.server.core import Options, ServerCore
 from serving.server.errors import ServingError
 from serving.server.grpc_service import AioServicer, ModelService, PredictionService
@@ -90,8 +91,10 @@ class ModelServer:
         args = self.args
         pool = concurrent.futures.ThreadPoolExecutor(max(1, args.grpc_max_threads), "grpc")
         # TF Serving takes messages up to 2 GB; here up to --max_request_bytes (gRPC's own default is 4 MB).
+        process, processes_count = processes.index()
         options = [("grpc.max_receive_message_length", self.core.limits.max_request_bytes),
-                   ("grpc.max_send_message_length", -1), *channel_arguments(args.grpc_channel_arguments)]
+                   ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", int(processes_count > 1)),
+                   *channel_arguments(args.grpc_channel_arguments)]
         self.grpc_server = AioGrpcServer(options, pool)
         server = self.grpc_server.server
         services = [AioServicer(service, pool) for service in (PredictionService(self.core), ModelService(self.core))]
@@ -104,12 +107,13 @@ class ModelServer:
                 server.add_secure_port(address, ssl_credentials(self.startup.ssl))
             else:
                 server.add_insecure_port(address)
-        if args.grpc_socket_path:
+        unix_socket = args.grpc_socket_path and process == 0  # a Unix socket cannot be shared
+        if unix_socket:
             server.add_insecure_port(f"unix:{args.grpc_socket_path}")
         self.grpc_server.start()
         if args.port:
             log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", args.port)
-        if args.grpc_socket_path:
+        if unix_socket:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", args.grpc_socket_path)
 
     def _start_rest(self) -> None:
@@ -126,7 +130,8 @@ class ModelServer:
                                 http=rest_protocol(timeout_ms / 1000 if timeout_ms > 0 else IDLE_CONNECTION_SECONDS),
                                 timeout_keep_alive=IDLE_CONNECTION_SECONDS, backlog=4096)
         self.rest_server = uvicorn.Server(config)
-        self.rest_thread = threading.Thread(target=self.rest_server.run, name="rest", daemon=True)
+        sockets = [shared_socket(self.args.rest_api_port)] if processes.index()[1] > 1 else None
+        self.rest_thread = threading.Thread(target=self.rest_server.run, args=(sockets,), name="rest", daemon=True)
         self.rest_thread.start()
         while not self.rest_server.started:
             if not self.rest_thread.is_alive():
@@ -203,6 +208,16 @@ def rest_protocol(headers_seconds: float) -> type:
                 self.transport.close()
 
     return Protocol
+
+
+def shared_socket(port: int) -> socket.socket:
+    """A listening TCP socket on `port` that the other server processes share (SO_REUSEPORT)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.listen(4096)
+    return sock
 
 
 def raise_open_files_limit() -> None:
