@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import socket
 import time
 
@@ -19,11 +20,12 @@ import pytest
 import requests
 import tensorflow as tf
 from savedmodels import slow_counter_model
-from serving_helpers import get, post, write_config
+from serving_helpers import MONITORING, get, post, write_config
 from tensorflow.core.framework import tensor_shape_pb2
-from tensorflow_serving.apis import model_pb2, predict_pb2
+from tensorflow_serving.apis import model_management_pb2, model_pb2, predict_pb2
 
 from serving import client
+from serving import config as config_lib
 from serving.launch import ModelServerProcess
 
 pytestmark = pytest.mark.integration
@@ -220,3 +222,35 @@ def rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
 
+
+
+def test_server_processes_share_the_ports_and_sum_their_metrics(own_models, tmp_path_factory):
+    files = tmp_path_factory.mktemp("processes")
+    (files / "monitoring.txt").write_text(MONITORING)
+    config = write_config(files / "models.config", {"linear": own_models / "linear"})
+    with ModelServerProcess(embedded=True, extra_args=[
+            f"--model_config_file={config}", "--server_processes=2",
+            f"--monitoring_config_file={files / 'monitoring.txt'}"]) as process:
+        for _ in range(40):  # a new connection each: the kernel spreads them over the processes
+            with socket.create_connection(("127.0.0.1", process.rest_port)) as connection:
+                connection.sendall(b'POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n'
+                                   b'Connection: close\r\n\r\n{"instances": [1.0]}')
+                assert b'{"predictions":[2.5]}' in connection.makefile("rb").read()
+        grpc_client = client.GrpcClient("127.0.0.1", process.grpc_port)
+        assert grpc_client.predict("linear", {"x": np.array([1.0], np.float32)})["y"].tolist() == [2.5]
+        assert len(children(process.process.pid)) == 2
+        metrics = requests.get(f"http://127.0.0.1:{process.rest_port}/monitoring/prometheus/metrics",
+                               timeout=30).text
+        count = next(line for line in metrics.splitlines()
+                     if line.startswith(':tensorflow:serving:request_count{model_name="linear",status="OK"}'))
+        assert float(count.split()[-1]) == 41  # both processes' requests, summed
+        with pytest.raises(grpc.RpcError) as error:
+            grpc_client.models.HandleReloadConfigRequest(
+                model_management_pb2.ReloadConfigRequest(config=config_lib.ModelServerConfig()), timeout=30)
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        pids = children(process.process.pid)
+    assert process.process.returncode == 0 and not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
