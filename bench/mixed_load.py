@@ -11,8 +11,8 @@ Reported: cnn p50/p99 and req/s beside its solo figures, the status endpoint's p
 gpt's tokens/s per phase (each generate's tokens spread evenly over its duration), against the targets:
 status p99 < 20 ms; cnn p99 < 25 ms and >= 40% of its solo req/s while the generates run.
 
-    .venv/bin/python bench/mixed_load.py             # writes bench/results/mixed_load.md
-    .venv/bin/python bench/mixed_load.py --quick     # 4 s phases, prints the report only
+    .venv/bin/python bench/mixed_load.py             # prints the report (make bench-serving puts it in serving.md)
+    .venv/bin/python bench/mixed_load.py --quick     # 4 s phases
 `run(args)` returns the markdown section (it reads `args.seconds`, and `args.server_args` if present).
 """
 from __future__ import annotations
@@ -322,10 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 s phases; prints the report without writing it")
     parser.add_argument("--seconds", type=float, help="length of each phase (default 20, --quick 4)")
     parser.add_argument("--server-args", default="", help="extra tfzoo-model-server flags, e.g. '--enable_batching'")
-    parser.add_argument("--output", help="report file (default bench/results/mixed_load.md; none with --quick)")
+    parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (4 if args.quick else 20)
-    output = args.output or (None if args.quick else str(BENCH / "results" / "mixed_load.md"))
+    output = args.output
     started = time.perf_counter()
     section = run(args)
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]

@@ -25,6 +25,7 @@ Peers run from bench/.venv-peers (created on first use, versions pinned in PEER_
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -376,11 +377,12 @@ def start(kind: str, model: str, base: Path, batching_file: Path) -> Server:
     """Server KIND (tfzoo, tfzoo+batching, or a peer, optionally NAME:PROCESSES) serving MODEL."""
     rest, grpc_port = free_port(), free_port()
     if kind.startswith("tfzoo"):
+        name, _, processes = kind.partition(":")
         args = [sys.executable, "-m", "serving.server", f"--port={grpc_port}", f"--rest_api_port={rest}",
-                f"--model_name={model}", f"--model_base_path={base}"]
-        if kind == "tfzoo+batching":
+                f"--model_name={model}", f"--model_base_path={base}", f"--server_processes={processes or 1}"]
+        if name == "tfzoo+batching":
             args += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
-        return Server(kind, args, model, rest, grpc_port)
+        return Server(kind, args, model, rest, grpc_port, processes=int(processes or 1))
     name, _, processes = kind.partition(":")
     peer = PEER_SERVERS[name]
     processes = int(processes or peer.processes)
@@ -524,7 +526,8 @@ def peers_section(args: argparse.Namespace) -> str:
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """Each target of the drop-in issue, computed on the medians, MET or NOT MET."""
+    """Each target of the drop-in issue, computed on the medians, MET or NOT MET: once for each tfzoo
+    configuration measured (one process, and `--server_processes=N` as tfzoo:N)."""
     out = []
 
     def verdict(ok: bool) -> str:
@@ -533,55 +536,64 @@ def targets(rows: list[dict]) -> list[str]:
     def rps(row: dict) -> float:
         return median(row["c32"]["rps"])
 
-    for model in dict.fromkeys(r["model"] for r in rows):
-        for protocol in ("rest", "grpc"):
-            here = [r for r in rows if r["model"] == model and r["protocol"] == protocol]
-            ours = next((r for r in here if r["server"] == "tfzoo"), None)
-            batched = next((r for r in here if r["server"] == "tfzoo+batching"), None)
-            peers = [r for r in here if not r["server"].startswith("tfzoo")]
-            plain = [r for r in peers if not is_batching(r["server"])]
-            batching_peers = [r for r in peers if is_batching(r["server"])]
-            if not ours or not peers:
-                continue
-            best_p50 = min(peers, key=lambda r: median(r["p50"]))
-            out.append(f"- {model} {protocol} p50 at c=1: tfzoo {median(ours['p50']):.3f} ms vs best peer "
-                       f"{best_p50['server']} {median(best_p50['p50']):.3f} ms: "
-                       f"{verdict(median(ours['p50']) <= median(best_p50['p50']))}")
-            best = max(plain, key=rps) if plain else None
-            if best:
-                ratio = rps(ours) / rps(best)
-                out.append(f"- {model} {protocol} req/s without batching (c=32): tfzoo {rps(ours):.0f} vs best "
-                           f"non-batching peer {best['server']} {rps(best):.0f}: {ratio:.2f}x; target 1.2x: "
-                           f"{verdict(ratio >= 1.2)}")
-            if model == "cnn" and batched and best:
-                ratio = rps(batched) / rps(best)
-                out.append(f"- cnn {protocol} req/s with batching (c=32): tfzoo+batching {rps(batched):.0f} vs best "
-                           f"non-batching peer {best['server']} {rps(best):.0f}: {ratio:.2f}x; target 3x: "
-                           f"{verdict(ratio >= 3)}")
-            if model == "cnn" and batched:
-                for peer in batching_peers:
-                    ratio = rps(batched) / rps(peer)
-                    out.append(f"- cnn {protocol} req/s with batching (c=32) vs the batching peer {peer['server']} "
-                               f"{rps(peer):.0f}: {ratio:.2f}x; target 1.5x: {verdict(ratio >= 1.5)}")
-                if not batching_peers:
-                    out.append(f"- cnn {protocol} with batching vs a batching peer: no batching peer on {protocol}")
-            if model == "cnn" and protocol == "rest":
-                out.append(f"- cnn REST p99 at c=1: {median(ours['p99']):.2f} ms; target < 5 ms: "
-                           f"{verdict(median(ours['p99']) < 5)}")
-            rss = median(ours["rss"])
-            out.append(f"- {model} RSS after load: tfzoo {rss:.0f} MB vs bare {ours['bare_rss']:.0f} MB "
-                       f"({rss / ours['bare_rss']:.2f}x); target <= 1.3x: {verdict(rss <= 1.3 * ours['bare_rss'])}")
-            fastest = min(peers, key=lambda r: median(r["startup"]))
-            out.append(f"- {model} startup to first answer: tfzoo {median(ours['startup']):.1f} s vs fastest peer "
-                       f"{fastest['server']} {median(fastest['startup']):.1f} s: "
-                       f"{verdict(median(ours['startup']) <= median(fastest['startup']))}")
+    suffixes = dict.fromkeys(r["server"].partition(":")[1:] for r in rows if r["server"].startswith("tfzoo"))
+    for model, protocol, (colon, processes) in itertools.product(dict.fromkeys(r["model"] for r in rows),
+                                                                 ("rest", "grpc"), suffixes):
+        here = [r for r in rows if r["model"] == model and r["protocol"] == protocol]
+        ours = next((r for r in here if r["server"] == f"tfzoo{colon}{processes}"), None)
+        batched = next((r for r in here if r["server"] == f"tfzoo+batching{colon}{processes}"), None)
+        peers = [r for r in here if not r["server"].startswith("tfzoo")]
+        plain = [r for r in peers if not is_batching(r["server"])]
+        batching_peers = [r for r in peers if is_batching(r["server"])]
+        if not ours or not peers:
+            continue
+        name = ours["server"]
+        best_p50 = min(peers, key=lambda r: median(r["p50"]))
+        out.append(f"- {model} {protocol} p50 at c=1: {name} {median(ours['p50']):.3f} ms vs best peer "
+                   f"{best_p50['server']} {median(best_p50['p50']):.3f} ms: "
+                   f"{verdict(median(ours['p50']) <= median(best_p50['p50']))}")
+        best = max(plain, key=rps) if plain else None
+        if best:
+            ratio = rps(ours) / rps(best)
+            out.append(f"- {model} {protocol} req/s without batching (c=32): {name} {rps(ours):.0f} vs best "
+                       f"non-batching peer {best['server']} {rps(best):.0f}: {ratio:.2f}x; target 1.2x: "
+                       f"{verdict(ratio >= 1.2)}")
+        if model == "cnn" and batched and best:
+            ratio = rps(batched) / rps(best)
+            out.append(f"- cnn {protocol} req/s with batching (c=32): {batched['server']} {rps(batched):.0f} vs "
+                       f"best non-batching peer {best['server']} {rps(best):.0f}: {ratio:.2f}x; target 3x: "
+                       f"{verdict(ratio >= 3)}")
+        if model == "cnn" and batched:
+            for peer in batching_peers:
+                ratio = rps(batched) / rps(peer)
+                out.append(f"- cnn {protocol} req/s with batching (c=32): {batched['server']} vs the batching peer "
+                           f"{peer['server']} {rps(peer):.0f}: {ratio:.2f}x; target 1.5x: {verdict(ratio >= 1.5)}")
+            if not batching_peers:
+                out.append(f"- cnn {protocol} with batching vs a batching peer: no batching peer on {protocol}")
+        if model == "cnn" and protocol == "rest":
+            out.append(f"- cnn REST p99 at c=1: {name} {median(ours['p99']):.2f} ms; target < 5 ms: "
+                       f"{verdict(median(ours['p99']) < 5)}")
+        rss = median(ours["rss"])
+        out.append(f"- {model} RSS after load: {name} {rss:.0f} MB vs bare {ours['bare_rss']:.0f} MB "
+                   f"({rss / ours['bare_rss']:.2f}x); target <= 1.3x: {verdict(rss <= 1.3 * ours['bare_rss'])}")
+        fastest = min(peers, key=lambda r: median(r["startup"]))
+        out.append(f"- {model} startup to first answer: {name} {median(ours['startup']):.1f} s vs fastest peer "
+                   f"{fastest['server']} {median(fastest['startup']):.1f} s: "
+                   f"{verdict(median(ours['startup']) <= median(fastest['startup']))}")
     return out
 
 
 # --- the report ------------------------------------------------------------------------------------------
 
+def mixed_section(args: argparse.Namespace) -> str:
+    """bench/mixed_load.py's section: cnn beside two 1,024-token gpt generates on one server."""
+    import mixed_load  # bench/, the script's directory, is on sys.path
+
+    return mixed_load.run(argparse.Namespace(seconds=4 if args.quick else 20))
+
+
 # Sections of the report by name (--only): each runs its measurements and returns its markdown.
-SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {"peers": peers_section}
+SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {"peers": peers_section, "mixed": mixed_section}
 
 
 def git_commit() -> str:
@@ -616,8 +628,9 @@ def main(argv: list[str] | None = None) -> int:
                         "report printed only")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}")
     parser.add_argument("--models", default="half_plus_two,cnn")
-    parser.add_argument("--servers", default="tfzoo,tfzoo+batching," + ",".join(PEER_SERVERS),
-                        help="tfzoo, tfzoo+batching and peers; NAME:N runs peer NAME with N processes")
+    parser.add_argument("--servers", default="tfzoo,tfzoo+batching,tfzoo:2,tfzoo+batching:2," + ",".join(PEER_SERVERS),
+                        help="tfzoo, tfzoo+batching and peers; NAME:N runs NAME with N processes "
+                             "(tfzoo:N: --server_processes=N)")
     parser.add_argument("--rounds", type=int, help="runs of each cell, interleaved across servers (default 3, "
                         "--quick 1)")
     parser.add_argument("--output", help="where the report goes (default bench/results/serving.md; --quick: none)")
