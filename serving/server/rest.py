@@ -64,6 +64,7 @@ class ClientGone(Exception):
 # per number on the simdjson path (one float64 array); ~40 on the general path (Python objects).
 FAST_PARSE_BYTES_PER_VALUE = 8
 GENERAL_PARSE_BYTES_PER_VALUE = 40
+WATCH_AFTER = 0.05  # seconds an answer may take before its connection is watched for a disconnect
 
 
 class RestApi:
@@ -140,23 +141,38 @@ class RestApi:
 
     async def _answer(self, future: concurrent.futures.Future, waiter: asyncio.Future, receive) -> bytes:
         """Wait for a model's answer (a payload, or a ServingError) while watching the connection: a client
-        that disconnects, or a request past --rest_api_timeout_in_ms (504), cancels the model's queued work."""
-        disconnect = asyncio.ensure_future(receive())  # the body is read: the next message is the disconnect
+        that disconnects, or a request past --rest_api_timeout_in_ms (504), cancels the model's queued work.
+
+        The watching costs nothing for a quick answer: it starts only if the answer takes over WATCH_AFTER
+        seconds (then a task awaits the connection's next ASGI message, which after the body can only be
+        the disconnect).
+        """
+        loop = waiter.get_loop()
+        watcher: list[asyncio.Task] = []
+
+        def give_up(error: Exception) -> None:
+            if not waiter.done():
+                future.cancel()
+                waiter.set_exception(error)
+
+        def watch() -> None:
+            task = loop.create_task(receive())
+            task.add_done_callback(lambda t: t.cancelled() or give_up(ClientGone()))
+            watcher.append(task)
+
+        timers = [loop.call_later(WATCH_AFTER, watch)]
+        if self.timeout:
+            timers.append(loop.call_later(self.timeout, give_up, ServingError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"Request timed out after {self.timeout_ms} ms (--rest_api_timeout_in_ms)")))
         try:
-            done, _ = await asyncio.wait((waiter, disconnect), timeout=self.timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            payload, error = await waiter
         finally:
-            disconnect.cancel()
-        if waiter in done:
-            payload, error = waiter.result()
-            if error is not None:
-                raise error
-            return payload
-        future.cancel()
-        if disconnect in done:
-            raise ClientGone
-        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                           f"Request timed out after {self.timeout_ms} ms (--rest_api_timeout_in_ms)")
+            for handle in timers + watcher:
+                handle.cancel()
+        if error is not None:
+            raise error
+        return payload
 
     def _waiter(self) -> asyncio.Future:
         if self.mailbox is None:
