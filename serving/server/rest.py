@@ -111,7 +111,7 @@ class RestApi:
 
     async def _read_body(self, scope, receive, reservation: Reservation) -> bytes:
         """The request body, gathered in linear time and charged to the in-flight budget as it arrives:
-        413 above --max_request_bytes (before reading, when Content-Length says so), 408 when the client
+        413 above --max_request_bytes (before reading, when Content-Length says so), 504 when the client
         has not sent it within --rest_api_timeout_in_ms."""
         limit = self.core.limits.max_request_bytes
         for name, value in scope["headers"]:
@@ -232,8 +232,6 @@ class RestApi:
     async def infer(self, verb: str, spec: ModelSpec, body: bytes, receive, reservation: Reservation) -> bytes:
         """:classify and :regress, parsed and run on the model's queue."""
         self._charge_parse(body, GENERAL_PARSE_BYTES_PER_VALUE, reservation)
-        if not self.core.manager.knows(spec.name):
-            raise not_found(f"Servable not found for request: Latest({spec.name})")
         waiter = self._waiter()
         future = self.core.submit(spec.name, self._infer, verb, spec, body)
         future.add_done_callback(lambda done: self.mailbox.put(waiter, _outcome(done)))
