@@ -38,7 +38,8 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# tfzoo-model-server vs naive FastAPI, KServe and grpc.aio servers (about 10 minutes; writes bench/results/serving.md)
+# tfzoo-model-server (1 and 2 processes) vs FastAPI, FastAPI + micro-batching, KServe and grpc.server peers, 3 interleaved
+# rounds, then the mixed-load section (about 45 minutes; writes bench/results/serving.md)
 bench-serving: install
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk nghttp2-client; }
