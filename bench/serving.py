@@ -585,6 +585,42 @@ def targets(rows: list[dict]) -> list[str]:
 
 # --- the report ------------------------------------------------------------------------------------------
 
+HALF_OPEN = 1500
+
+
+def half_open_section(args: argparse.Namespace) -> str:
+    """A normal request's latency while 1,500 REST connections hold half-sent requests (headers, no body)."""
+    import socket
+
+    server = start("tfzoo", "cnn", ensure_cnn(), Path(os.devnull))
+    held = []
+    try:
+        alone = latency_rest(server.rest_port, "cnn", args.latency_requests // 4)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * HALF_OPEN)), hard))
+        for _ in range(HALF_OPEN):
+            connection = socket.create_connection(("127.0.0.1", server.rest_port))
+            connection.sendall(b"POST /v1/models/cnn:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3136\r\n\r\n{")
+            held.append(connection)
+        beside = latency_rest(server.rest_port, "cnn", args.latency_requests // 4)
+        alive = server.process.poll() is None
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
+    verdict = "MET" if beside[1] < 100 and alive else "NOT MET"
+    return "\n".join([
+        "## Half-open connections", "",
+        f"tfzoo-model-server (one process) serving cnn; {args.latency_requests // 4} sequential keep-alive :predict "
+        f"requests alone, then again while {HALF_OPEN} other connections have sent a request's headers and one byte "
+        "of its body (never finished; the server closes each after --rest_api_timeout_in_ms, 30 s).", "",
+        "| | p50 ms | p99 ms |", "|---|---|---|",
+        f"| alone | {alone[0]:.2f} | {alone[1]:.2f} |",
+        f"| beside {HALF_OPEN} half-open connections | {beside[0]:.2f} | {beside[1]:.2f} |", "",
+        f"- target (issue 13, item 4): a normal request answered in under 100 ms: p99 {beside[1]:.2f} ms, server "
+        f"{'up' if alive else 'DOWN'}: {verdict}", ""])
+
+
 def mixed_section(args: argparse.Namespace) -> str:
     """bench/mixed_load.py's section: cnn beside two 1,024-token gpt generates on one server."""
     import mixed_load  # bench/, the script's directory, is on sys.path
@@ -593,7 +629,8 @@ def mixed_section(args: argparse.Namespace) -> str:
 
 
 # Sections of the report by name (--only): each runs its measurements and returns its markdown.
-SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {"peers": peers_section, "mixed": mixed_section}
+SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
+    "peers": peers_section, "half_open": half_open_section, "mixed": mixed_section}
 
 
 def git_commit() -> str:

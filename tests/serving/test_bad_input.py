@@ -84,6 +84,10 @@ def test_undecodable_image_bytes_are_invalid_argument_over_grpc(own_server):
     assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def shape(*dims: int) -> tensor_shape_pb2.TensorShapeProto:
+    return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims])
+
+
 def grpc_predict(own_server, tensor: tensor_pb2.TensorProto, alias: str = "x"):
     request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="linear"))
     request.inputs[alias].CopyFrom(tensor)
@@ -129,6 +133,43 @@ def test_generated_rest_bodies_never_get_a_5xx(own_server, target, body):
 def test_the_server_still_answers_correctly_after_all_the_bad_input(own_server):
     assert post(own_server, "linear:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]})
     assert own_server.process.poll() is None
+
+
+def test_a_26_byte_request_of_the_wrong_rank_is_a_400_not_a_dead_server(own_server):
+    code, answer = post(own_server, "image:predict", b'{"instances": [1.0, 2.0]}')
+    assert code == 400
+    assert answer["error"] == "input image: expected shape [?,28,28,1] (rank 4) but got [2] (rank 1)"
+    with pytest.raises(grpc.RpcError) as error:
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="image"))
+        request.inputs["image"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
+        client.GrpcClient("127.0.0.1", own_server.grpc_port).prediction.Predict(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "(rank 4)" in error.value.details()
+    assert own_server.process.poll() is None
+
+
+def test_json_nested_2000_deep_is_a_400(own_server):
+    code, answer = post(own_server, "image:predict", '{"instances": ' + "[" * 2000 + "1.0" + "]" * 2000 + "}")
+    assert code == 400 and "JSON" in answer["error"]
+
+
+def test_a_compact_tensor_proto_repeats_its_last_value_as_tensorflow_does(own_server):
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 3.0], tensor_shape=shape(4))
+    assert tf.make_ndarray(grpc_predict(own_server, tensor).outputs["y"]).tolist() == [2.5, 3.5, 3.5, 3.5]
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0, 3.0], tensor_shape=shape(2)),
+     "3 values in float_val for shape [2] of 2 elements"),
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[1.0], tensor_shape=shape(1)),
+     "input x: expects float but double is provided"),
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0], tensor_shape=shape(-1)),
+     "a tensor's shape must be fully defined"),
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_VARIANT, tensor_shape=shape(1)), "unsupported tensor dtype DT_VARIANT"),
+])
+def test_malformed_tensor_protos_are_invalid_argument_with_what_is_wrong(own_server, tensor, message):
+    with pytest.raises(grpc.RpcError) as error:
+        grpc_predict(own_server, tensor)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
 
 
 def test_random_tensors_to_every_signature_never_break_the_server(own_server):
