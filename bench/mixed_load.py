@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import re
-import resource
 import shlex
 import subprocess
 import sys
@@ -328,15 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output
     started = time.perf_counter()
     section = run(args)
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
-    command = " ".join([".venv/bin/python bench/mixed_load.py", *(sys.argv[1:] if argv is None else argv)])
-    report = "\n".join([
-        "# Mixed-load benchmark", "",
-        f"Command: `{command}` · commit {bench_serving.git_commit()} · "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {os.cpu_count()} cores · took "
-        f"{(time.perf_counter() - started) / 60:.1f} min and {cpu:.0f} CPU s (this process, the server and the load "
-        f"generators) · load average at the end {os.getloadavg()[0]:.1f}", "", section])
+    report = bench_serving.script_report("Mixed-load benchmark", "mixed_load.py",
+                                         sys.argv[1:] if argv is None else argv, started, section)
     print(report)
     if output:
         Path(output).write_text(report)

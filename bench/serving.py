@@ -641,6 +641,20 @@ def git_commit() -> str:
     return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
 
 
+def script_report(title: str, script: str, argv: list[str], started: float, body: str) -> str:
+    """A report of one of bench/'s scripts: its title, the command, commit, date, cores, time taken (wall and
+    CPU, its children included) and load average, then `body`."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
+    command = " ".join([f".venv/bin/python bench/{script}", *argv])
+    return "\n".join([
+        f"# {title}", "",
+        f"Command: `{command}` · commit {git_commit()} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
+        f"{os.cpu_count()} cores · took {(time.perf_counter() - started) / 60:.1f} min and {cpu:.0f} CPU s (this "
+        f"process, the server and the load generators) · load average at the end {os.getloadavg()[0]:.1f}", "",
+        body])
+
+
 def header(args: argparse.Namespace, seconds_total: float) -> str:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime + children_cpu()

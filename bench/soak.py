@@ -400,12 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (str(BENCH / "results" / "soak.md") if args.minutes >= DEFAULT_MINUTES else None)
     started = time.perf_counter()
     body, passed = run(args.minutes)
-    command = " ".join([".venv/bin/python bench/soak.py", *(sys.argv[1:] if argv is None else argv)])
-    report_text = "\n".join([
-        "# Soak test", "",
-        f"Command: `{command}` · commit {bench_serving.git_commit()} · "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {os.cpu_count()} cores · took "
-        f"{(time.perf_counter() - started) / 60:.1f} min · load average at the end {os.getloadavg()[0]:.1f}", "", body])
+    report_text = bench_serving.script_report("Soak test", "soak.py", sys.argv[1:] if argv is None else argv,
+                                              started, body)
     print(report_text)
     if output:
         Path(output).write_text(report_text)
