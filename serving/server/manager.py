@@ -65,7 +65,11 @@ class Manager:
             if self._aspired.get(name) == versions:
                 return
             self._aspired[name] = dict(versions)
-            self._versions.setdefault(name, {})
+            known = self._versions.setdefault(name, {})
+            for version in versions:  # unloaded cleanly before (its model left the config): load it anew
+                state = known.get(version)
+                if state is not None and state.state == State.END and state.error_code == grpc.StatusCode.OK:
+                    del known[version]
         self._wake.set()
 
     def remove_model(self, name: str) -> None:

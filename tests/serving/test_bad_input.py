@@ -173,4 +173,4 @@ def test_malformed_tensor_protos_are_invalid_argument_with_what_is_wrong(own_ser
 
 
 def test_random_tensors_to_every_signature_never_break_the_server(own_server):
-    assert_random_tensors_never_break(own_server, ["linear", "two_versions", "image", "keras_default"])
+    assert_random_tensors_never_break(own_server, ["linear", "two_versions", "image", "keras_default"], examples=60)

@@ -72,6 +72,15 @@ def test_reload_config_request_serves_exactly_the_new_config(server, models):
     assert post(server, "renamed:predict", {"instances": [0.0]})[0] == 404
 
 
+def test_a_model_removed_from_the_config_and_added_back_is_served_again(server, models):
+    back = f'model_config_list {{ config {{ name: "again" base_path: "{models / "three"}" }} }}'
+    reload(server, back)
+    reload(server, f'model_config_list {{ config {{ name: "other" base_path: "{models / "three"}" }} }}')
+    assert post(server, "again:predict", {"instances": [0.0]})[0] == 404
+    assert reload(server, back).status.error_code == 0
+    assert post(server, "again:predict", {"instances": [0.0]}) == (200, {"predictions": [3.0]})
+
+
 def test_a_label_on_an_unavailable_version_is_refused(server, models):
     with pytest.raises(grpc.RpcError) as error:
         reload(server, f'model_config_list {{ config {{ name: "again" base_path: "{models / "three"}" '

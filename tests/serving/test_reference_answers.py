@@ -239,4 +239,4 @@ def test_fixture_batching_and_monitoring_configs_parse(name, message):
 
 def test_random_tensors_to_every_fixture_signature_never_break_the_server(server):
     assert_random_tensors_never_break(server, ["default", "tf2", "saved_model_half_plus_two_2_versions", "counter",
-                                               "half_plus_two", "half_plus_three"])
+                                               "half_plus_two", "half_plus_three"], examples=40)
