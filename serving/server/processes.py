@@ -55,10 +55,12 @@ def supervise(argv: list[str], count: int) -> int:
     try:
         pid, status = os.wait()  # the first process to exit ends the server
         code = os.waitstatus_to_exitcode(status)
+        # When stopping, every process already has its SIGTERM: a second one could land while it exits (with
+        # Python's handlers gone) and kill it; so the others are signalled only when one exits on its own.
         if not stopping.is_set():
             print(f"tfzoo-model-server: process {pid} exited with code {code}: stopping the others",
                   file=sys.stderr)
-        stop()
+            stop()
         for child in children:
             child_code = child.wait()
             code = code or (child_code if child.pid != pid else 0)

@@ -249,7 +249,8 @@ def test_server_processes_share_the_ports_and_sum_their_metrics(own_models, tmp_
                 model_management_pb2.ReloadConfigRequest(config=config_lib.ModelServerConfig()), timeout=30)
         assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         pids = children(process.process.pid)
-    assert process.process.returncode == 0 and not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert process.process.returncode == 0, process.log_text()[-1500:]
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
 
 
 def children(pid: int) -> list[int]:
