@@ -267,7 +267,7 @@ class RestApi:
         written as JSON by the thread that ran it."""
         started = time.perf_counter()
         try:
-            self._charge_parse(body, FAST_PARSE_BYTES_PER_VALUE, reservation)
+            values_bound = self._charge_parse(body, FAST_PARSE_BYTES_PER_VALUE, reservation)
             fast = tensors.numeric_predict_body(body)
             if fast is not None:
                 key, signature_name, values = fast
@@ -275,7 +275,7 @@ class RestApi:
                 spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
                 build, row = functools.partial(numeric_inputs, values, general), key == "instances"
             else:
-                self._charge_parse(body, GENERAL_PARSE_BYTES_PER_VALUE - FAST_PARSE_BYTES_PER_VALUE, reservation)
+                reservation.add(values_bound * (GENERAL_PARSE_BYTES_PER_VALUE - FAST_PARSE_BYTES_PER_VALUE))
                 spec, request = parse_request(spec, body)
                 build, row = predict_inputs(request)
             servable, signature, future, aliases = self.core.start_predict(spec, build)
