@@ -10,6 +10,8 @@ user would on this machine (bench/peers/*.py say how and why):
   kserve            KServe's Python model server, V1 protocol, a worker per core, no per-request logs (REST)
   grpc              grpc.server on a thread pool, TF Serving's PredictionService, a process per core sharing
                     the port with SO_REUSEPORT (gRPC)
+  floor-*           not peers: the frameworks alone answering fixed bytes, no model run (floor_server.py); the
+                    most requests/s any server on them can reach here (--servers floor-rest,floor-grpc,...)
 Figures: p50/p99 latency at concurrency 1 (sequential keep-alive requests from one Python client),
 requests/s at concurrency 16 and 32 (REST: wrk; gRPC: h2load; that many clients, each its own connection with one
 request in flight), client and server CPU seconds during each throughput run, startup time to the
@@ -20,6 +22,8 @@ round 2, ...) and each figure is reported as the median and min-max over the rou
     .venv/bin/python bench/serving.py            # full run, writes bench/results/serving.md
     .venv/bin/python bench/serving.py --quick    # short smoke run, printed only
     .venv/bin/python bench/serving.py --servers tfzoo,grpc:1   # a peer with another number of processes
+    .venv/bin/python bench/serving.py --only peers --models cnn --output bench/results/serving-floor.md \
+        --servers tfzoo:2,tfzoo+batching:2,fastapi,grpc,floor-rest,floor-grpc,floor-grpc-aio:1,floor-grpc-aio
 Peers run from bench/.venv-peers (created on first use, versions pinned in PEER_PACKAGES).
 """
 from __future__ import annotations
@@ -362,6 +366,12 @@ class Peer:
     protocol: str
     processes: int
     batching: bool = False
+    mode: str | None = None  # the script's MODE argument (floor_server.py)
+
+    @property
+    def floor(self) -> bool:
+        """A floor server (bench/peers/floor_server.py): the framework alone, no model run; not a peer."""
+        return self.script == "floor_server.py"
 
 
 # Processes: one per core, as their users deploy them on this machine (--servers NAME:N to run another number).
@@ -370,7 +380,16 @@ PEER_SERVERS = {
     "fastapi+batching": Peer("fastapi_batching_server.py", "rest", CORES, batching=True),
     "kserve": Peer("kserve_server.py", "rest", CORES),
     "grpc": Peer("grpc_server.py", "grpc", CORES),
+    # Floors, not peers: the frameworks answering fixed bytes (--servers floor-rest,floor-grpc,floor-grpc-aio)
+    "floor-rest": Peer("floor_server.py", "rest", CORES, mode="rest"),
+    "floor-grpc": Peer("floor_server.py", "grpc", CORES, mode="grpc"),
+    "floor-grpc-aio": Peer("floor_server.py", "grpc", CORES, mode="grpc-aio"),
 }
+
+
+def is_floor(kind: str) -> bool:
+    name = kind.partition(":")[0]
+    return name in PEER_SERVERS and PEER_SERVERS[name].floor
 
 
 def start(kind: str, model: str, base: Path, batching_file: Path) -> Server:
@@ -387,8 +406,9 @@ def start(kind: str, model: str, base: Path, batching_file: Path) -> Server:
     peer = PEER_SERVERS[name]
     processes = int(processes or peer.processes)
     port = rest if peer.protocol == "rest" else grpc_port
-    return Server(kind, [str(PEERS_PYTHON), str(PEERS / peer.script), model, str(version_dir(base)), str(port),
-                         str(processes)], model, port if peer.protocol == "rest" else None,
+    command = [str(PEERS_PYTHON), str(PEERS / peer.script), model, str(version_dir(base)), str(port), str(processes),
+               *([peer.mode] if peer.mode else [])]
+    return Server(kind, command, model, port if peer.protocol == "rest" else None,
                   port if peer.protocol == "grpc" else None, processes=processes, cwd=PEERS)
 
 
@@ -542,7 +562,8 @@ def targets(rows: list[dict]) -> list[str]:
         here = [r for r in rows if r["model"] == model and r["protocol"] == protocol]
         ours = next((r for r in here if r["server"] == f"tfzoo{colon}{processes}"), None)
         batched = next((r for r in here if r["server"] == f"tfzoo+batching{colon}{processes}"), None)
-        peers = [r for r in here if not r["server"].startswith("tfzoo")]
+        peers = [r for r in here if not r["server"].startswith("tfzoo") and not is_floor(r["server"])]
+        floors = [r for r in here if is_floor(r["server"])]
         plain = [r for r in peers if not is_batching(r["server"])]
         batching_peers = [r for r in peers if is_batching(r["server"])]
         if not ours or not peers:
@@ -570,6 +591,12 @@ def targets(rows: list[dict]) -> list[str]:
                            f"{peer['server']} {rps(peer):.0f}: {ratio:.2f}x; target 1.5x: {verdict(ratio >= 1.5)}")
             if not batching_peers:
                 out.append(f"- cnn {protocol} with batching vs a batching peer: no batching peer on {protocol}")
+        for floor in floors:
+            reachable = f"; 3x the best non-batching peer is {3 * rps(best):.0f}" if best else ""
+            for row in filter(None, (ours, batched)):
+                out.append(f"- {model} {protocol} (c=32): {row['server']} {rps(row):.0f} req/s is "
+                           f"{rps(row) / rps(floor):.0%} of the framework floor {floor['server']} {rps(floor):.0f} "
+                           f"(no model run){reachable}")
         if model == "cnn" and protocol == "rest":
             out.append(f"- cnn REST p99 at c=1: {name} {median(ours['p99']):.2f} ms; target < 5 ms: "
                        f"{verdict(median(ours['p99']) < 5)}")
