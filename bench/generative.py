@@ -18,7 +18,6 @@ for the training run (fit, test evaluation, export) and for the measurement.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -34,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 import tensorflow as tf  # noqa: E402
 
-import zoo  # noqa: E402
 from pipelines import data, fid, tasks, train  # noqa: E402
+from pipelines import export as exporter  # noqa: E402
 from pipelines.tasks import image_generation  # noqa: E402
 
 EPOCHS = {"cnn": 3, "cgan": 5, "dcgan": 5, "vae": 5, "autoencoder": 3}  # a few CPU minutes each on 2 cores
@@ -78,11 +77,10 @@ def train_model(name: str, args, epochs: int) -> tuple[train.RunResult, Meter]:
 
 def measure_autoencoder(run: train.RunResult, args) -> dict:
     """MSE of reconstructions of noisy test images, and of the noisy images themselves, to the clean ones."""
-    recipe = json.loads((run.run_dir / "config.json").read_text())["recipe"]
     reconstruct = tf.saved_model.load(str(run.export_dir)).signatures["reconstruct"]
     noisy_test = data.load(args.dataset, tasks.TEST_SPLIT, batch_size=image_generation.MAX_COUNT, cache=False,
                            data_dir=args.data_dir,
-                           preprocess=image_generation.preprocess(zoo.get("autoencoder"), recipe, training=False))
+                           preprocess=image_generation.ImageGeneration(run.config).preprocess(training=False))
     squared = {"reconstruction": 0.0, "noisy": 0.0, "clean_input": 0.0}
     pixels = 0
     for noisy, clean in noisy_test:
@@ -90,7 +88,7 @@ def measure_autoencoder(run: train.RunResult, args) -> dict:
         squared["noisy"] += float(tf.reduce_sum((noisy - clean) ** 2))
         squared["clean_input"] += float(tf.reduce_sum((reconstruct(image=clean)["images"] - clean) ** 2))
         pixels += int(tf.size(clean))
-    return {"noise_stddev": recipe["noise_stddev"], **{f"mse_{k}": v / pixels for k, v in squared.items()}}
+    return {"noise_stddev": run.config.recipe["noise_stddev"], **{f"mse_{k}": v / pixels for k, v in squared.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 loaded = tf.saved_model.load(str(run.export_dir))
                 test = data.load(args.dataset, tasks.TEST_SPLIT, batch_size=1000, data_dir=args.data_dir, cache=False)
-                m = image_generation.evaluate_export(loaded, test)
+                m = image_generation.ImageGeneration.evaluate_export(loaded, test, exporter.read_model_card(
+                    run.export_dir))
                 figures = [(f"FD-cnn, {m['examples']:,} samples vs test", f"{m['fd_cnn']:.3f}",
                             f"floor (real train vs test): {floor:.3f}", "")]
                 if "class_accuracy" in m:

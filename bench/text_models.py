@@ -56,7 +56,7 @@ def bench(case: str, recipe_overrides: dict, workdir: Path) -> dict:
                       models_dir=workdir / "models", verbose=2)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     figures = {"case": case, "model": model, "dataset": dataset, "cpu_minutes": cpu / 60, "wall_minutes": wall / 60,
-               "recipe": {**spec.train, **recipe}, "hparams": spec.resolve_hparams(hparams),
+               "recipe": dict(run.config.recipe), "hparams": dict(run.config.hparams),
                "run_metrics": run.metrics, "export": evaluate.evaluate(run.export_dir, dataset=dataset)}
     if model == "text_classifier":
         figures["baseline"] = majority_accuracy(dataset)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         case, _, assignment = item.partition(":")
         key, _, value = assignment.partition("=")
-        recipes[case][key] = registry.coerce(value, registry.get(CASES[case][0]).train[key])
+        recipes[case][key] = value  # typed and checked by pipelines.config.resolve
     command = " ".join(["python bench/text_models.py", *(argv if argv is not None else sys.argv[1:])])
     figures = []
     with tempfile.TemporaryDirectory(prefix="bench-text-") as workdir:

@@ -96,26 +96,21 @@ def serving_throughput(export_dir: Path, model: str) -> float:
 
 def xla_speed(config: str, steps: int = 15) -> dict:
     """Training images per CPU-second with XLA off and on: `steps` fit steps on one real batch, after a warm-up."""
-    import dataclasses
-
     import tensorflow as tf
 
-    import zoo
+    from pipelines import config as run_config
     from pipelines import tasks
 
     model_name, hparams, recipe, _, _ = CONFIGS[config]
-    spec = zoo.get(model_name)
-    hparams = spec.resolve_hparams(hparams)
-    recipe = {**spec.train, **recipe}
-    spec = dataclasses.replace(spec, hparams=hparams, train=recipe)
-    task = tasks.get(spec.task)
-    splits = tasks.load_splits(task, spec, recipe, spec.default_dataset)
+    run = run_config.resolve(model_name, hparams=hparams, recipe=recipe)
+    splits = tasks.get(run.task)(run).load_splits(None)
     batch = next(iter(splits.train))
     images = int(tf.shape(batch[0])[0])
     speeds = {}
     for jit in (False, True):
-        model = zoo.build(model_name, **hparams)
-        task.compile(model, spec, {**recipe, "jit_compile": jit}, splits.steps_per_epoch)
+        model = run.build()
+        jit_run = run_config.resolve(model_name, hparams=hparams, recipe={**recipe, "jit_compile": jit})
+        tasks.get(run.task)(jit_run).compile(model, splits.steps_per_epoch)
         data = tf.data.Dataset.from_tensors(batch).repeat()
         model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # trace (and compile)
         before = cpu_seconds()

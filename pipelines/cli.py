@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipelines.errors import UserError, user_errors
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every zoo model with its task and default dataset."""
@@ -34,13 +36,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print a model's spec as JSON."""
+    """Print a model's spec as JSON, with the recipe a run starts from (every key `--set` accepts)."""
     import zoo
+    from pipelines import config
 
     spec = zoo.get(args.model)
+    run = config.resolve(args.model)
     print(json.dumps({"name": spec.name, "task": spec.task, "description": spec.description,
                       "default_dataset": spec.default_dataset, "hparams": spec.hparams,
-                      "recipe": spec.train, "input": spec.input_spec, "labels": list(spec.labels)}, indent=2))
+                      "recipe": dict(run.recipe), "input": spec.input_spec, "labels": list(spec.labels)}, indent=2))
     return 0
 
 
@@ -60,9 +64,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's checkpoint as the model's next version."""
-    from pipelines import train
+    from pipelines import export
 
-    path = train.export_checkpoint(args.model, args.run_id, epoch=args.epoch, runs_dir=args.runs_dir,
+    path = export.export_checkpoint(args.model, args.run_id, epoch=args.epoch, runs_dir=args.runs_dir,
                                    models_dir=args.models_dir, data_dir=args.data_dir)
     print(f"exported: {path}")
     return 0
@@ -74,9 +78,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.action == "export":
         if not args.to:
-            raise ValueError("data export needs --to FILE, e.g. `tfzoo data export shakespeare_char --to input.txt`")
+            raise UserError("data export needs --to FILE, e.g. `tfzoo data export shakespeare_char --to input.txt`")
         if not hasattr(data.OFFLINE_BUILDERS.get(args.dataset), "write_text"):
-            raise ValueError(f"{args.dataset} is not a text corpus; datasets with a plain-text export: "
+            raise UserError(f"{args.dataset} is not a text corpus; datasets with a plain-text export: "
                              + ", ".join(n for n, c in data.OFFLINE_BUILDERS.items() if hasattr(c, "write_text")))
         print(f"wrote {data.builder(args.dataset, args.data_dir).write_text(args.to)}")
         return 0
@@ -240,13 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tfzoo` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from pipelines.data import MissingDataError
-
-    try:
-        return args.func(args)
-    except (MissingDataError, KeyError, ValueError, NotImplementedError, FileNotFoundError) as e:
-        print(f"tfzoo {args.verb}: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+    return user_errors(args.func, args, f"tfzoo {args.verb}")
 
 
 if __name__ == "__main__":

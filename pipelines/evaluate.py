@@ -7,19 +7,20 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from pipelines import data, paths, tasks
 from pipelines import export as exporter
+from pipelines import paths, tasks
+from pipelines.errors import UserError
 
 
 def latest_version_dir(model_dir: Path, version: int | None = None) -> Path:
     """`model_dir/<version>`, the newest when `version` is None; a clear error if there is none."""
     found = exporter.versions(model_dir)
     if not found:
-        raise FileNotFoundError(f"no exported version under {model_dir}: run `tfzoo train {model_dir.name}` first")
+        raise UserError(f"no exported version under {model_dir}: run `tfzoo train {model_dir.name}` first")
     if version is None:
         return model_dir / str(found[-1])
     if version not in found:
-        raise FileNotFoundError(f"{model_dir} has no version {version}; it has {found}")
+        raise UserError(f"{model_dir} has no version {version}; it has {found}")
     return model_dir / str(version)
 
 
@@ -29,11 +30,8 @@ def evaluate(version_dir: Path, *, dataset: str | None = None, split: str = "tes
     card = exporter.read_model_card(version_dir)
     task = tasks.get(card["task"])
     loaded = tf.saved_model.load(str(version_dir))
-    dataset = dataset or card["dataset"]
-    # A task whose data is not (x, y) pairs of one dataset reads its own evaluation batches.
-    load = getattr(task, "load_evaluation", None) or data.load
-    ds = load(dataset, split, batch_size=batch_size, data_dir=data_dir, cache=False)
-    return {"version_dir": str(version_dir), "split": split, **task.evaluate_export(loaded, ds)}
+    ds = task.load_evaluation(dataset or card["dataset"], split, batch_size=batch_size, data_dir=data_dir)
+    return {"version_dir": str(version_dir), "split": split, **task.evaluate_export(loaded, ds, card)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,11 @@
-"""SavedModel writer: signatures from the task, model card and warmup requests, atomic versioning.
+"""Export in one place: signatures from the task, the model card, warmup requests, the atomic versioned write.
 
 Layout (TF Serving's): models/<name>/<version>/{saved_model.pb, variables/, assets.extra/}.
 A version is written into a hidden temporary directory beside the versions and renamed into place,
 so a server polling models/<name>/ never sees a half-written version.
+
+    export_model(model, task, sample_batch, models_dir, card)   a trained model (pipelines.train calls it)
+    export_checkpoint(model_name, run_id, epoch=...)           a run's checkpoint (`tfzoo export`)
 """
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from pipelines import paths
+from pipelines.config import RunConfig
+from pipelines.errors import UserError
 
 MODEL_CARD = "model_card.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -84,3 +91,42 @@ def export(
 def read_model_card(version_dir: str | os.PathLike) -> dict:
     """The model card of an exported version."""
     return json.loads((Path(version_dir) / "assets.extra" / MODEL_CARD).read_text())
+
+
+def export_model(model: keras.Model, task, sample_batch, models_dir: str | os.PathLike | None, card: dict) -> Path:
+    """Export a trained `model` with its task's (a `pipelines.tasks.Task` of the run) signatures, a model card
+    (the run's name, task, hyperparameters, labels and input, what the task adds, and `card`) and warmup requests
+    from `sample_batch`, as the next version under models_dir/<model name>."""
+    run: RunConfig = task.run
+    card = {"name": run.model, "task": run.task, "hparams": dict(run.hparams), "labels": list(run.labels),
+            "input": run.spec.input_spec, **task.model_card(model), **card}
+    return export(model, task.signatures(model), paths.models_dir(models_dir) / run.model, model_card=card,
+                  warmup_requests=task.warmup_requests(sample_batch))
+
+
+def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None, runs_dir=None, models_dir=None,
+                      data_dir=None) -> Path:
+    """Export a run's checkpoint (the last epoch's by default) as the model's next version, with the run's
+    config as recorded (hyperparameters, recipe: signatures read export options such as test_time_flip)."""
+    from pipelines import tasks
+
+    run_dir = paths.runs_dir(runs_dir) / model_name / run_id
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"no run {run_dir}: see `ls {run_dir.parent}` for run ids")
+    run = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    checkpoints = paths.checkpoints(run_dir)
+    if not checkpoints:
+        raise UserError(f"run {run_dir} has no checkpoints")
+    epoch = max(checkpoints) if epoch is None else epoch
+    if epoch not in checkpoints:
+        raise UserError(f"run {run_dir} has no checkpoint of epoch {epoch}; it has {sorted(checkpoints)}")
+    task = tasks.get(run.task)(run)
+    model = run.build()
+    splits = task.load_splits(data_dir)
+    task.adapt(model, splits)  # vocabularies are not in the weights file
+    model.load_weights(str(checkpoints[epoch]))
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return export_model(model, task, splits.sample_batch, models_dir,
+                        {"dataset": run.dataset, "run_id": run_id, "recipe": dict(run.recipe), "epoch": epoch,
+                         "metrics": metrics})

@@ -5,11 +5,14 @@ Fashion-MNIST classifier: d = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)
 comparable only between runs that use the same classifier; the distance between the real train and
 test splits is the floor a perfect generator would reach with finitely many samples.
 
-The classifier is a `cnn` training run (its last checkpoint): $TFZOO_FD_CLASSIFIER names one
-(runs/cnn/<run-id>), else the newest run in the runs dir trained on `fashion_mnist`.
+The classifier is named, never guessed: a `cnn` training run directory (its last checkpoint) or one checkpoint
+file, given by the recipe's `fd_classifier` (`--set fd_classifier=runs/cnn/<run-id>`) or $TFZOO_FD_CLASSIFIER.
+The checkpoint's path and SHA-256 are recorded in the run's metrics and the exported model card, and
+`tfzoo evaluate` scores with the checkpoint the card names, so the same model gets the same score tomorrow.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,24 +22,37 @@ import numpy as np
 
 import zoo
 from pipelines import paths
+from pipelines.errors import UserError
 
 CLASSIFIER_ENV = "TFZOO_FD_CLASSIFIER"
-CLASSIFIER_DATASET = "fashion_mnist"
 
 
 class Classifier:
-    """A trained zoo `cnn` run: penultimate-layer features and predicted classes of images in [0, 1]."""
+    """A trained zoo `cnn`: penultimate-layer features and predicted classes of images in [0, 1].
 
-    def __init__(self, run_dir: str | os.PathLike):
-        self.run_dir = Path(run_dir)
-        config = json.loads((self.run_dir / "config.json").read_text())
-        checkpoints = sorted((self.run_dir / "checkpoints").glob("epoch-*.weights.h5"))
-        if not checkpoints:
-            raise FileNotFoundError(f"{self.run_dir} has no checkpoints: train it with `tfzoo train cnn`")
+    `path` is a run directory (its last checkpoint) or a checkpoint file in a run's checkpoints/.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if path.is_dir():
+            checkpoints = paths.checkpoints(path)
+            if not checkpoints:
+                raise UserError(f"{path} has no checkpoints: name a trained cnn run (tfzoo train cnn)")
+            self.checkpoint, run_dir = checkpoints[max(checkpoints)], path
+        elif path.is_file():
+            self.checkpoint, run_dir = path, path.parent.parent
+        else:
+            raise UserError(f"FD-cnn classifier {path} does not exist: name a cnn run directory or checkpoint")
+        config = json.loads((run_dir / "config.json").read_text())
         model = zoo.build(config["model"], **config["hparams"])
-        model.load_weights(str(checkpoints[-1]))
-        self.checkpoint = checkpoints[-1]
+        model.load_weights(str(self.checkpoint))
+        self.sha256 = hashlib.sha256(self.checkpoint.read_bytes()).hexdigest()
         self.model = keras.Model(model.input, [model.get_layer("probabilities").input, model.output])
+
+    def describe(self) -> dict[str, str]:
+        """What names this classifier exactly: its checkpoint's path and SHA-256."""
+        return {"checkpoint": str(self.checkpoint.resolve()), "sha256": self.sha256}
 
     def __call__(self, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """(features [N, 64], predicted class ids [N]) of images [N, 28, 28, 1] in [0, 1]."""
@@ -46,16 +62,21 @@ class Classifier:
         return features, np.concatenate([np.argmax(p, axis=-1) for _, p in outputs])
 
 
-def find_classifier(runs_dir: str | os.PathLike | None = None) -> Classifier | None:
-    """The run named by $TFZOO_FD_CLASSIFIER, else the newest `cnn` run on Fashion-MNIST, else None."""
-    if os.environ.get(CLASSIFIER_ENV):
-        return Classifier(os.environ[CLASSIFIER_ENV])
-    for run_dir in sorted((paths.runs_dir(runs_dir) / "cnn").glob("*"), reverse=True):
-        config = run_dir / "config.json"
-        if (config.is_file() and json.loads(config.read_text()).get("dataset") == CLASSIFIER_DATASET
-                and any((run_dir / "checkpoints").glob("epoch-*.weights.h5"))):
-            return Classifier(run_dir)
-    return None
+def named_classifier(name: str | os.PathLike | None) -> Classifier | None:
+    """The classifier `name` (a cnn run directory or checkpoint), else the one $TFZOO_FD_CLASSIFIER names,
+    else None (FD-cnn is off)."""
+    name = name or os.environ.get(CLASSIFIER_ENV)
+    return Classifier(name) if name else None
+
+
+def recorded_classifier(record: dict) -> Classifier:
+    """The classifier a model card recorded (`Classifier.describe()`), checked to be the same file."""
+    classifier = Classifier(record["checkpoint"])
+    if classifier.sha256 != record["sha256"]:
+        raise UserError(f"the FD-cnn classifier {record['checkpoint']} changed since the model was exported "
+                        f"(SHA-256 {classifier.sha256[:12]}, recorded {record['sha256'][:12]}): set "
+                        f"{CLASSIFIER_ENV} to score with another classifier, knowing the figures will differ")
+    return classifier
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
 
 def mean_iou(confusion) -> float:
@@ -34,6 +35,7 @@ class MeanIoU(keras.metrics.Metric):
         self.num_classes = num_classes
         self.confusion = self.add_variable((num_classes, num_classes), "zeros", name="confusion")
 
+    @override
     def update_state(self, y_true, y_pred, sample_weight=None):
         predicted = keras.ops.argmax(y_pred, axis=-1)
         self.confusion.assign_add(confusion_matrix(keras.ops.cast(y_true, "int64"), predicted, self.num_classes))

@@ -18,3 +18,22 @@ def runs_dir(override: str | os.PathLike | None = None) -> Path:
 def models_dir(override: str | os.PathLike | None = None) -> Path:
     """Root of exported models (TF Serving layout): `override`, else $TFZOO_MODELS_DIR, else ./models."""
     return Path(override or os.environ.get("TFZOO_MODELS_DIR") or "models")
+
+
+# A run's weights after each epoch: runs/<model>/<run-id>/checkpoints/epoch-001.weights.h5, ...
+CHECKPOINT_FILE = "epoch-{epoch:03d}.weights.h5"
+
+
+def checkpoint_pattern(run_dir: str | os.PathLike) -> Path:
+    """A run's checkpoint path with `{epoch}` left for Keras's ModelCheckpoint to fill in."""
+    return Path(run_dir) / "checkpoints" / CHECKPOINT_FILE
+
+
+def checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """The checkpoints a run has, by epoch."""
+    found = {}
+    for path in (Path(run_dir) / "checkpoints").glob(CHECKPOINT_FILE.replace("{epoch:03d}", "*")):
+        epoch = path.name.removeprefix("epoch-").split(".")[0]
+        if epoch.isdigit():
+            found[int(epoch)] = path
+    return found

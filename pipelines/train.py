@@ -1,10 +1,12 @@
-"""One trainer for every zoo model: data -> compile -> fit (TensorBoard, checkpoints) -> test -> export.
+"""One trainer for every zoo model: run config -> data -> compile -> fit (TensorBoard, checkpoints) -> test -> export.
 
     python -m pipelines.train cnn --dataset fashion_mnist --epochs 2
     tfzoo train cnn --set dropout=0.2 --batch-size 256
 
-A run lives in runs/<model>/<run-id>/: config.json, metrics.json, TensorBoard logs (train/,
-validation/, hparams), checkpoints/ (weights per epoch) and backup/ (for --resume).
+A run lives in runs/<model>/<run-id>/: config.json (the RunConfig), metrics.json, TensorBoard logs (train/,
+validation/, HParams), checkpoints/ (weights after every epoch) and backup/ (Keras's BackupAndRestore state).
+Running again with an interrupted run's `--run-id` resumes it from its last completed epoch. The export itself
+(signatures, model card, warmup records, the versioned write) is `pipelines.export`.
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-import zoo
-from pipelines import data, paths, tasks
+from pipelines import config as run_config
 from pipelines import export as exporter
+from pipelines import paths, tasks
+from pipelines.config import RunConfig
+from pipelines.errors import UserError, user_errors
 
 
 @dataclasses.dataclass
@@ -32,6 +36,7 @@ class RunResult:
     run_dir: Path
     metrics: dict
     export_dir: Path | None
+    config: RunConfig
 
 
 def make_run_id() -> str:
@@ -51,7 +56,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def train(
-    model_name: str,
+    model: str | RunConfig,
     *,
     dataset: str | None = None,
     overrides: dict | None = None,
@@ -66,112 +71,74 @@ def train(
     seed: int = 0,
     verbose: int | str = "auto",
 ) -> RunResult:
-    """Train zoo model `model_name`, evaluate it on the test split and export it; return the run."""
-    spec = zoo.get(model_name)
-    hparams = spec.resolve_hparams(overrides)
-    recipe = {**spec.train, **{k: v for k, v in (recipe_overrides or {}).items() if v is not None}}
-    # As this run sets them: tasks read the hparams and the recipe from the spec.
-    spec = dataclasses.replace(spec, hparams=hparams, train=recipe)
-    dataset = dataset or spec.default_dataset
-    task = tasks.get(spec.task)
-    keras.utils.set_random_seed(seed)
+    """Train a zoo model, evaluate it on the test split and export it; return the run.
+
+    `model` is a RunConfig, or a model name resolved with `dataset`, `overrides` (hyperparameters),
+    `recipe_overrides`, `strategy` and `seed` by `pipelines.config.resolve`.
+    """
+    run = model if isinstance(model, RunConfig) else run_config.resolve(
+        model, dataset=dataset, hparams=overrides, recipe=recipe_overrides, strategy=strategy, seed=seed)
+    task = tasks.get(run.task)(run)
+    recipe = run.recipe
+    keras.utils.set_random_seed(run.seed)
 
     run_id = run_id or make_run_id()
-    run_dir = paths.runs_dir(runs_dir) / model_name / run_id
+    run_dir = paths.runs_dir(runs_dir) / run.model / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    dist = make_strategy(strategy)
-    batch_size = recipe["batch_size"]
-    splits = tasks.load_splits(task, spec, recipe, dataset, data_dir=data_dir, seed=seed)
-    steps_per_epoch, sample_batch = splits.steps_per_epoch, splits.sample_batch
-    config = {"model": model_name, "run_id": run_id, "dataset": dataset, "hparams": hparams,
-              "recipe": recipe, "strategy": strategy, "seed": seed, "splits": splits.names}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    dist = make_strategy(run.strategy)
+    splits = task.load_splits(data_dir)
+    (run_dir / "config.json").write_text(json.dumps({**run.to_json(), "run_id": run_id, "splits": splits.names},
+                                                    indent=2))
 
     with dist.scope():
-        model = zoo.build(model_name, **hparams)
-        tasks.adapt(task, model, splits)
-        task.compile(model, spec, recipe, steps_per_epoch)
+        model = run.build()
+        task.adapt(model, splits)
+        task.compile(model, splits.steps_per_epoch)
 
-    hp_values = {f"model.{k}": _hp_value(v) for k, v in hparams.items()}
+    hp_values = {f"model.{k}": _hp_value(v) for k, v in run.hparams.items()}
     hp_values.update({f"train.{k}": _hp_value(v) for k, v in recipe.items()})
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TensorBoard(str(run_dir), update_freq="epoch"),
         hp.KerasCallback(str(run_dir / "validation"), hp_values, trial_id=run_id),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "epoch-{epoch:03d}.weights.h5"),
-                                        save_weights_only=True),
-        *task.callbacks(spec, str(run_dir), sample_batch),
+        keras.callbacks.ModelCheckpoint(str(paths.checkpoint_pattern(run_dir)), save_weights_only=True),
+        *task.callbacks(run_dir, splits.sample_batch),
         *extra_callbacks,
     ]
-    if recipe.get("early_stopping_patience"):
+    if recipe["early_stopping_patience"]:
+        if splits.validation is None:
+            raise UserError("early_stopping_patience needs a validation split; this task has none")
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe["early_stopping_patience"],
                                                        restore_best_weights=True))
 
     start = time.perf_counter()
-    # shuffle=False: the tf.data pipeline already reshuffles each epoch; Keras cannot shuffle a Dataset.
-    # steps_per_epoch is passed so that tasks whose train pipeline repeats (step-based recipes) work too.
+    # The train pipeline repeats: one iterator for the whole run, `steps_per_epoch` batches an epoch.
+    # shuffle=False: the tf.data pipeline already reshuffles; Keras cannot shuffle a Dataset.
     history = model.fit(splits.train, validation_data=splits.validation, epochs=recipe["epochs"],
-                        steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=verbose)
+                        steps_per_epoch=splits.steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
     test = model.evaluate(splits.test, return_dict=True, verbose=0)
 
-    epochs_run = len(history.epoch)  # fewer than recipe["epochs"] after a resume; models need not report "loss"
+    epochs_run = len(history.epoch)  # fewer than recipe["epochs"] after a resume or an early stop
     metrics = {
         **{f"test_{k}": float(v) for k, v in test.items()},
         **{k: float(v[-1]) for k, v in history.history.items() if v},
         "epochs": recipe["epochs"],
         "epochs_this_session": epochs_run,
+        "stopped_early": bool(recipe["early_stopping_patience"]) and history.epoch[-1:] != [recipe["epochs"] - 1],
         "train_seconds": round(train_seconds, 2),
-        "train_examples_per_second": round(epochs_run * steps_per_epoch * batch_size / max(train_seconds, 1e-9), 1),
+        "train_examples_per_second": round(epochs_run * splits.steps_per_epoch * recipe["batch_size"]
+                                           / max(train_seconds, 1e-9), 1),
         "test_split": splits.names["test"],
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     export_dir = None
     if export:
-        export_dir = export_model(model, spec, hparams, sample_batch, models_dir,
-                                  {"dataset": dataset, "run_id": run_id, "recipe": recipe, "metrics": metrics})
-    return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir)
-
-
-def export_model(model: keras.Model, spec: zoo.ModelSpec, hparams: dict, sample_batch, models_dir,
-                 card: dict) -> Path:
-    """Export `model` with its task's signatures, a model card and warmup requests from `sample_batch`."""
-    task = tasks.get(spec.task)
-    extra = getattr(task, "model_card", None)  # optional task hook: what a client needs to know (e.g. limits)
-    card = {"name": spec.name, "task": spec.task, "hparams": hparams, "labels": list(spec.labels),
-            "input": spec.input_spec, **(extra(spec, hparams, model) if extra else {}), **card}
-    return exporter.export(model, task.signatures(model, spec, hparams), paths.models_dir(models_dir) / spec.name,
-                           model_card=card, warmup_requests=task.warmup_requests(spec, sample_batch))
-
-
-def export_checkpoint(model_name: str, run_id: str, *, epoch: int | None = None, runs_dir=None, models_dir=None,
-                      data_dir=None) -> Path:
-    """Export a run's checkpoint (the last epoch's by default) as the model's next version."""
-    run_dir = paths.runs_dir(runs_dir) / model_name / run_id
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no run {run_dir}: see `ls {run_dir.parent}` for run ids")
-    config = json.loads((run_dir / "config.json").read_text())
-    checkpoints = {int(p.stem.split("-")[1].split(".")[0]): p for p in (run_dir / "checkpoints").glob("epoch-*.h5")}
-    if not checkpoints:
-        raise FileNotFoundError(f"run {run_dir} has no checkpoints")
-    epoch = max(checkpoints) if epoch is None else epoch
-    if epoch not in checkpoints:
-        raise FileNotFoundError(f"run {run_dir} has no checkpoint of epoch {epoch}; it has {sorted(checkpoints)}")
-    recipe = config["recipe"]
-    # As the run set them: signatures read export options (e.g. test_time_flip) from the recipe.
-    spec = dataclasses.replace(zoo.get(model_name), hparams=config["hparams"], train=recipe)
-    model = zoo.build(model_name, **config["hparams"])
-    task = tasks.get(spec.task)
-    splits = tasks.load_splits(task, spec, recipe, config["dataset"], data_dir=data_dir, seed=config.get("seed", 0))
-    tasks.adapt(task, model, splits)  # vocabularies are not in the weights file
-    model.load_weights(str(checkpoints[epoch]))
-    sample_batch = splits.sample_batch
-    metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return export_model(model, spec, config["hparams"], sample_batch, models_dir,
-                        {"dataset": config["dataset"], "run_id": run_id, "recipe": recipe, "epoch": epoch,
-                         "metrics": metrics})
+        export_dir = exporter.export_model(model, task, splits.sample_batch, models_dir,
+                                           {"dataset": run.dataset, "run_id": run_id, "recipe": dict(recipe),
+                                            "metrics": metrics})
+    return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir, config=run)
 
 
 def _hp_value(value):
@@ -183,13 +150,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `train` command line, shared by `tfzoo train` and `python -m pipelines.train`."""
     parser.add_argument("model", help="zoo model name (see `tfzoo list`)")
     parser.add_argument("--dataset", help="tfzoo dataset name, or tfds:<catalog name> (default: the model's)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: the model's recipe)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (default: the model's recipe)")
-    parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the model's recipe)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the recipe's; overrides --set epochs)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's; overrides --set)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's; overrides "
+                        "--set)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a model hyperparameter or recipe entry, e.g. --set dropout=0.2 (repeatable)")
+                        help="override a model hyperparameter or recipe entry, e.g. --set dropout=0.2 (repeatable; "
+                             "`tfzoo info MODEL` lists the keys; a key nothing reads is refused)")
     parser.add_argument("--run-id", help="run id; reuse an interrupted run's id to resume from its last epoch")
-    parser.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi_worker"],
+    parser.add_argument("--strategy", default="default", choices=run_config.STRATEGIES,
                         help="tf.distribute strategy; multi_worker reads the cluster from $TF_CONFIG")
     parser.add_argument("--runs-dir", help="runs root (default $TFZOO_RUNS_DIR or ./runs)")
     parser.add_argument("--models-dir", help="export root (default $TFZOO_MODELS_DIR or ./models)")
@@ -198,31 +167,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
-def parse_sets(spec: zoo.ModelSpec, items: list[str]) -> tuple[dict, dict]:
-    """Split `--set KEY=VALUE` items into model hyperparameters and recipe entries, typed by their defaults."""
-    model, recipe = {}, {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        if key in spec.hparams:
-            model[key] = value
-        elif key in spec.train:
-            recipe[key] = zoo.registry.coerce(value, spec.train[key])
-        else:
-            known = ", ".join(sorted({*spec.hparams, *spec.train}))
-            raise ValueError(f"{spec.name} has no hyperparameter or recipe entry {key!r}; known: {known}")
-    return model, recipe
+def config_from_arguments(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig a `train` command line describes (flags over --set over the recipe)."""
+    return run_config.resolve(args.model, dataset=args.dataset, sets=args.set, epochs=args.epochs,
+                              batch_size=args.batch_size, learning_rate=args.learning_rate, strategy=args.strategy,
+                              seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `train` from parsed arguments; print where the results are."""
-    spec = zoo.get(args.model)
-    overrides, recipe = parse_sets(spec, args.set)
-    recipe.update(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate)
-    result = train(args.model, dataset=args.dataset, overrides=overrides, recipe_overrides=recipe,
-                   run_id=args.run_id, runs_dir=args.runs_dir, models_dir=args.models_dir,
-                   data_dir=args.data_dir, strategy=args.strategy, export=not args.no_export, seed=args.seed)
+    result = train(config_from_arguments(args), run_id=args.run_id, runs_dir=args.runs_dir,
+                   models_dir=args.models_dir, data_dir=args.data_dir, export=not args.no_export)
     print(f"run: {result.run_dir}")
     print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("test_")
                                and isinstance(v, float)))
@@ -238,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (data.MissingDataError, KeyError, ValueError, NotImplementedError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+    return user_errors(run, args, parser.prog)
 
 
 if __name__ == "__main__":

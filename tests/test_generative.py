@@ -194,7 +194,7 @@ def test_every_signature_has_a_warmup_request(runs):
 
 def test_a_gan_checkpoint_exports_as_the_same_generator(runs, data_dir, tmp_path, loaded):
     run = runs["cgan"]
-    version = train.export_checkpoint("cgan", run.run_dir.name, runs_dir=run.run_dir.parent.parent,
+    version = exporter.export_checkpoint("cgan", run.run_dir.name, runs_dir=run.run_dir.parent.parent,
                                       models_dir=tmp_path, data_dir=data_dir)
     inputs = {"label": tf.constant(4), "count": tf.constant(3), "seed": tf.constant(5, tf.int64)}
     from_checkpoint = tf.saved_model.load(str(version)).signatures["generate"](**inputs)["images"]

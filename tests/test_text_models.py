@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pipelines import evaluate, train
+from pipelines import export as exporter
 from pipelines.data import plays, timeseries, translation
 from serving import client, config
 from serving.launch import ModelServerProcess
@@ -151,7 +152,7 @@ def test_a_runs_checkpoint_exports_the_same_model(runs, data_dir, tmp_path, mode
     """The classifier's vocabulary is adapted again (it is not in the weights file), subclassed models load."""
     run = runs[model]
     with mocked(TINY[model][0]):
-        version = train.export_checkpoint(model, run.run_dir.name, runs_dir=run.run_dir.parent.parent,
+        version = exporter.export_checkpoint(model, run.run_dir.name, runs_dir=run.run_dir.parent.parent,
                                           models_dir=tmp_path, data_dir=data_dir)
     inputs = {k: tf.constant(v) for k, v in example_inputs(model).items()}
     again = tf.saved_model.load(str(version)).signatures[SIGNATURE[model]](**inputs)

@@ -1,6 +1,10 @@
 """Training and export: a run directory with logs and metrics, and a SavedModel a server can use."""
+import argparse
 import json
 import os
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,9 +12,13 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 import zoo
+from pipelines import config as run_config
 from pipelines import export as exporter
 from pipelines import tasks, train
+from pipelines.errors import UserError
 from zoo.labels import FASHION_MNIST_LABELS
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_run_dir_holds_config_metrics_logs_and_checkpoints(trained_cnn):
@@ -81,64 +89,102 @@ def test_a_new_export_takes_the_next_version_and_leaves_no_staging_dirs(trained_
     assert exporter.versions(tmp_path / "cnn") == [1, 2]
 
 
-def test_set_overrides_split_into_model_hyperparameters_and_recipe():
-    import zoo
-
-    model, recipe = train.parse_sets(zoo.get("cnn"), ["dropout=0.5", "epochs=3", "augment=true"])
-    assert model == {"dropout": "0.5"} and recipe == {"epochs": 3, "augment": True}
-    with pytest.raises(ValueError, match="no hyperparameter or recipe entry 'depth'"):
-        train.parse_sets(zoo.get("cnn"), ["depth=56"])
-
-
-class Interrupt(Exception):
-    pass
+def test_set_overrides_split_into_model_hyperparameters_and_recipe_typed_by_their_defaults():
+    run = run_config.resolve("cnn", sets=["dropout=0.5", "epochs=3", "augment=true"])
+    assert run.hparams["dropout"] == 0.5 and run.recipe["epochs"] == 3 and run.recipe["augment"] is True
+    assert zoo.get("cnn").hparams["dropout"] != 0.5 and "augment" not in zoo.get("cnn").train  # the spec is unchanged
+    with pytest.raises(UserError, match="no hyperparameter or recipe entry 'depth'"):
+        run_config.resolve("cnn", sets=["depth=56"])
 
 
-class InterruptAtEpoch(__import__("keras").callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Interrupt(f"interrupted at epoch {epoch}")
-
-
-def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, data_dir):
-    common = dict(dataset="synthetic_fashion_mnist", recipe_overrides={"epochs": 3, "batch_size": 128},
-                  run_id="resume-me", runs_dir=tmp_path, data_dir=data_dir, export=False, verbose=0)
-    with pytest.raises(Interrupt):
-        train.train("cnn", extra_callbacks=(InterruptAtEpoch(2),), **common)
-    assert (tmp_path / "cnn" / "resume-me" / "backup").is_dir()
-    result = train.train("cnn", **common)
-    assert result.metrics["epochs"] == 3 and result.metrics["epochs_this_session"] == 1
-    assert not (tmp_path / "cnn" / "resume-me" / "backup").exists()  # removed once the run completes
+def test_a_key_that_nothing_reads_is_refused_with_the_valid_keys():
+    with pytest.raises(UserError, match="'label_smoothing': neither the model nor its task .* valid keys: .*beta_2"):
+        run_config.resolve("gpt", sets=["label_smoothing=0.1"])
+    with pytest.raises(UserError, match="expects KEY=VALUE"):
+        run_config.resolve("cnn", sets=["epochs"])
+    with pytest.raises(UserError, match="cnn: .*invalid literal"):
+        run_config.resolve("cnn", sets=["epochs=many"])
 
 
-def test_a_runs_checkpoint_exports_as_the_next_version(trained_cnn, data_dir, tmp_path):
-    runs_dir = trained_cnn.run_dir.parent.parent
-    first = train.export_checkpoint("cnn", trained_cnn.run_dir.name, epoch=1, runs_dir=runs_dir,
-                                    models_dir=tmp_path, data_dir=data_dir)
-    last = train.export_checkpoint("cnn", trained_cnn.run_dir.name, runs_dir=runs_dir, models_dir=tmp_path,
-                                   data_dir=data_dir)
-    assert (first.name, last.name) == ("1", "2")
-    assert exporter.read_model_card(first)["epoch"] == 1 and exporter.read_model_card(last)["epoch"] == 2
-    images = tf.constant(np.random.default_rng(1).random((2, 28, 28, 1), dtype=np.float32))
-    from_checkpoint = tf.saved_model.load(str(last)).signatures["serving_default"](image=images)
-    from_training = tf.saved_model.load(str(trained_cnn.export_dir)).signatures["serving_default"](image=images)
-    np.testing.assert_allclose(from_checkpoint["probabilities"], from_training["probabilities"], rtol=1e-5)
-    with pytest.raises(FileNotFoundError, match="no checkpoint of epoch 7"):
-        train.export_checkpoint("cnn", trained_cnn.run_dir.name, epoch=7, runs_dir=runs_dir, models_dir=tmp_path)
+@pytest.mark.parametrize("argv, epochs", [
+    (["--set", "epochs=30"], 30),  # a --set is never undone by an unset flag
+    (["--epochs", "5"], 5),
+    (["--set", "epochs=30", "--epochs", "5"], 5),  # flag > --set > recipe
+    ([], 10),
+])
+def test_one_precedence_rule_flag_over_set_over_recipe(argv, epochs):
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    assert train.config_from_arguments(parser.parse_args(["cnn", *argv])).recipe["epochs"] == epochs
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_zoo_entry_sets_only_recipe_keys_its_task_or_the_trainer_reads(name):
+    run = run_config.resolve(name)  # raises if the registry sets a key nothing reads
+    assert set(zoo.get(name).train) <= set(run.recipe)
+    assert run_config.RunConfig.from_json(json.loads(json.dumps(run.to_json()))) == run
+
+
+def test_early_stopping_is_reachable_and_stops_a_run_that_stopped_improving(tmp_path, data_dir):
+    class Plateau(__import__("keras").callbacks.Callback):
+        """Reports a validation loss that never improves after the first epoch."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = 1.0 + epoch
+
+    result = train.train("cnn", dataset="synthetic_fashion_mnist", recipe_overrides={
+        "epochs": 6, "batch_size": 256, "early_stopping_patience": 1}, runs_dir=tmp_path, data_dir=data_dir,
+        export=False, verbose=0, extra_callbacks=(Plateau(),))
+    assert result.metrics["epochs_this_session"] == 2 and result.metrics["stopped_early"]
+
+
+def test_every_command_printed_in_the_results_and_readme_resolves_to_the_config_its_figure_recorded():
+    """Every `tfzoo train ...` in README.md and bench/results/*.md, parsed by the real command line (a key nothing
+    reads, or a bad flag, fails here); where the command sits above the hyperparameters and recipe its figure
+    recorded (`- hyperparameters: `{json}`` and `- recipe: `{json}`` lines), the command gives the same values."""
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    checked = compared = 0
+    for path in [REPO / "README.md", *sorted((REPO / "bench" / "results").glob("*.md"))]:
+        for command, recorded in printed_commands(path.read_text()):
+            run = train.config_from_arguments(parser.parse_args(shlex.split(command)[2:]))
+            checked += 1
+            for key, values in (("hyperparameters", run.hparams), ("recipe", run.recipe)):
+                if key in recorded:
+                    shared = set(recorded[key]) & set(values)  # recipes recorded before a key moved to its task
+                    assert {k: recorded[key][k] for k in shared} == {k: json_value(values[k]) for k in shared}, \
+                        (path.name, command)
+                    compared += 1
+    assert checked >= 10 and compared >= 8
+
+
+def json_value(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def printed_commands(text: str):
+    """(command, {"hyperparameters": ..., "recipe": ...} as recorded below it) for every `tfzoo train MODEL ...`
+    in backticks or on a code line (placeholders such as `tfzoo train MODEL` skipped)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        for found in re.findall(r"tfzoo train [a-z][^`#&]*", line):
+            recorded = {}
+            for later in lines[i + 1:]:
+                if later.startswith("#") or "tfzoo train " in later:
+                    break
+                if match := re.match(r"- (hyperparameters|recipe): `(\{.*\})`", later):
+                    recorded[match[1]] = json.loads(match[2])
+            yield found.strip(), recorded
 
 
 @pytest.mark.parametrize("task", zoo.TASKS)
-def test_every_task_has_a_pipeline_with_the_hooks_the_trainer_and_exporter_call(task):
-    module = tasks.get(task)
-    for hook in ("compile", "callbacks", "signatures", "warmup_requests", "evaluate_export"):
-        assert callable(getattr(module, hook, None)), f"{task} has no {hook}"
-    assert callable(getattr(module, "load_splits", None) or getattr(module, "preprocess", None))
+def test_every_task_is_one_task_subclass_that_writes_the_required_hooks(task):
+    cls = tasks.get(task)
+    assert issubclass(cls, tasks.Task) and cls.name == task
+    for hook in ("compile", "signatures", "evaluate_export"):  # the hooks without a default
+        assert getattr(cls, hook) is not getattr(tasks.Task, hook), f"{task} does not write {hook}"
 
 
 def test_an_unknown_task_names_the_known_ones():
-    with pytest.raises(KeyError, match="unknown task 'poetry'; one of image_classification"):
+    with pytest.raises(zoo.ZooError, match="unknown task 'poetry'; one of image_classification"):
         tasks.get("poetry")

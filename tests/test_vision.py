@@ -3,7 +3,6 @@ each trained by the one trainer, exported, and served by tfzoo-model-server over
 from __future__ import annotations
 
 import base64
-import dataclasses
 
 import grpc
 import keras
@@ -86,24 +85,27 @@ def test_resnet_refuses_a_depth_that_is_not_6n_plus_2():
 
 
 def test_test_time_flip_signatures_average_the_image_and_its_mirror():
-    from pipelines.tasks import image_classification as ic
+    from pipelines import config
+    from pipelines.tasks import ImageClassification
 
-    spec = zoo.get("resnet")
-    model = zoo.build("resnet", depth=8)
+    run = config.resolve("resnet", hparams={"depth": 8})
+    assert run.recipe["test_time_flip"]
+    model = run.build()
     images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     expected = (model(images) + model(images[:, :, ::-1])) / 2
     assert not np.allclose(model(images), model(images[:, :, ::-1]), atol=1e-6)  # the flip changes something
-    flipped = ic.signatures(model, spec, spec.hparams)["serving_default"](tf.constant(images))["probabilities"]
+    flipped = ImageClassification(run).signatures(model)["serving_default"](tf.constant(images))["probabilities"]
     np.testing.assert_allclose(flipped, expected, rtol=1e-5, atol=1e-6)
-    plain_spec = dataclasses.replace(spec, train={**spec.train, "test_time_flip": False})
-    plain = ic.signatures(model, plain_spec, spec.hparams)["serving_default"](tf.constant(images))["probabilities"]
+    plain_run = config.resolve("resnet", hparams={"depth": 8}, recipe={"test_time_flip": False})
+    plain = ImageClassification(plain_run).signatures(model)["serving_default"](tf.constant(images))["probabilities"]
     np.testing.assert_allclose(plain, model(images), rtol=1e-5, atol=1e-6)
 
 
 def test_classification_optimizer_is_adamw_or_sgd_and_refuses_others():
+    from pipelines import config
     from pipelines.tasks import image_classification as ic
 
-    recipe = {**zoo.get("resnet").train, "epochs": 2}
+    recipe = {**config.resolve("resnet").recipe, "epochs": 2}
     assert isinstance(ic.optimizer({**recipe, "optimizer": "sgd"}, 10), keras.optimizers.SGD)
     assert isinstance(ic.optimizer({**recipe, "optimizer": "adamw"}, 10), keras.optimizers.AdamW)
     with pytest.raises(ValueError, match="'adamw' or 'sgd'"):

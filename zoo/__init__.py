@@ -6,11 +6,11 @@ entries on import, so a new family appears in the registry (CLI, docs, tests) by
 import importlib
 import pkgutil
 
-from zoo.registry import TASKS, ModelSpec, build, get, list_models, register_model
+from zoo.registry import TASKS, ModelSpec, ZooError, build, get, list_models, register_model
 
 _NOT_FAMILIES = {"registry", "labels"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _NOT_FAMILIES and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["TASKS", "ModelSpec", "build", "get", "list_models", "register_model"]
+__all__ = ["TASKS", "ModelSpec", "ZooError", "build", "get", "list_models", "register_model"]

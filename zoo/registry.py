@@ -21,12 +21,20 @@ TASKS = (
 )
 
 
+class ZooError(KeyError):
+    """A model name or hyperparameter the registry does not know; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """What a zoo model is: builder, task, default dataset, hyperparameters, inputs, labels, recipe.
 
-    `hparams` are the builder's keyword arguments; `train` is the default training recipe
-    (epochs, batch size, learning rate, ...) that `pipelines.train` starts from.
+    `hparams` are the builder's keyword arguments; `train` is the model's own training recipe (epochs, batch
+    size, learning rate, ...): the entries where it departs from its task's and the trainer's defaults
+    (`pipelines.config.resolve` merges them into a run's config; the spec itself never changes).
     """
 
     name: str
@@ -45,22 +53,10 @@ class ModelSpec:
         for key, value in (overrides or {}).items():
             if key not in self.hparams:
                 known = ", ".join(sorted(self.hparams))
-                raise KeyError(f"model {self.name!r} has no hyperparameter {key!r}; known: {known}")
+                raise ZooError(f"model {self.name!r} has no hyperparameter {key!r}; known: {known}")
             merged[key] = coerce(value, self.hparams[key])
         return merged
 
-
-# The training recipe every spec starts from; an entry overrides what its model needs.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 128,
-    "learning_rate": 1e-3,
-    "weight_decay": 1e-4,
-    "warmup_epochs": 0,
-    "label_smoothing": 0.0,
-    "augment": False,
-    "jit_compile": False,
-}
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -91,7 +87,7 @@ def register_model(
             hparams=dict(hparams),
             input_spec=dict(input_spec),
             labels=tuple(labels),
-            train={**TRAIN_DEFAULTS, **(train or {})},
+            train=dict(train or {}),
             description=doc[0] if doc else "",
         )
         return builder
@@ -109,7 +105,7 @@ def get(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        raise ZooError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
 def build(name: str, **overrides: Any) -> keras.Model:

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from pipelines import paths
 from pipelines.data.fashion_mnist import MissingDataError
+from pipelines.errors import UserError
 
 PREFIX = "tfzoo_"
 
@@ -46,12 +47,14 @@ def list_datasets() -> list[str]:
 def builder(name: str, data_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
     """The TFDS builder behind tfzoo dataset `name`, prepared (built and cached) in the data dir."""
     data_dir = str(paths.data_dir(data_dir))
-    if name.startswith("tfds:"):
-        b = tfds.builder(name[len("tfds:"):], data_dir=data_dir)
-    elif name in OFFLINE_BUILDERS:
+    if name in OFFLINE_BUILDERS:
         b = OFFLINE_BUILDERS[name](data_dir=data_dir)
     else:
-        b = tfds.builder(name, data_dir=data_dir)
+        try:
+            b = tfds.builder(name.removeprefix("tfds:"), data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise UserError(f"unknown dataset {name!r}: tfzoo's offline datasets are {', '.join(list_datasets())}; "
+                            "with a network, any TFDS catalog name (tfds:<name>)") from None
     b.download_and_prepare()
     return b
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from typing_extensions import override
 
+from pipelines.errors import UserError
 from zoo.labels import FASHION_MNIST_LABELS
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -21,7 +23,7 @@ FILES = {
 }
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(UserError, FileNotFoundError):
     """A dataset's source files are not on this machine; the message says how to get them."""
 
 
@@ -75,6 +77,7 @@ class TfzooFashionMnist(tfds.core.GeneratorBasedBuilder):
             homepage="https://github.com/zalandoresearch/fashion-mnist",
         )
 
+    @override
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         directory = check_source()
         return {split: self._generate_examples(directory, *files) for split, files in FILES.items()}

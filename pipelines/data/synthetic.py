@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
+from typing_extensions import override
 
 from pipelines.data.fashion_mnist import features
 
@@ -37,6 +38,7 @@ class TfzooSyntheticFashionMnist(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"),
         )
 
+    @override
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         return {split: self._generate_examples(n, seed) for split, (n, seed) in SPLITS.items()}
 

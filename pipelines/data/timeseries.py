@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from pipelines.errors import UserError
+
 SPLIT_FRACTIONS = {"train": (0.0, 0.70), "validation": (0.70, 0.85), "test": (0.85, 1.0)}
 
 
@@ -49,7 +51,7 @@ SERIES: dict[str, Callable[[], Series]] = {"co2": _co2, "sunspots": _sunspots}
 def load_series(name: str) -> Series:
     """The series called `name` (one of `SERIES`)."""
     if name not in SERIES:
-        raise ValueError(f"unknown time series {name!r}; forecasting datasets: {', '.join(sorted(SERIES))}")
+        raise UserError(f"unknown time series {name!r}; forecasting datasets: {', '.join(sorted(SERIES))}")
     try:
         return SERIES[name]()
     except ImportError:
@@ -59,7 +61,7 @@ def load_series(name: str) -> Series:
 def split_bounds(length: int, split: str) -> tuple[int, int]:
     """[start, end) of `split`'s targets in a series of `length` steps."""
     if split not in SPLIT_FRACTIONS:
-        raise ValueError(f"unknown split {split!r}; one of {', '.join(SPLIT_FRACTIONS)}")
+        raise UserError(f"unknown split {split!r}; one of {', '.join(SPLIT_FRACTIONS)}")
     lo, hi = SPLIT_FRACTIONS[split]
     return round(lo * length), round(hi * length)
 
@@ -69,7 +71,7 @@ def window_origins(length: int, split: str, input_length: int, horizon: int) -> 
     start, end = split_bounds(length, split)
     origins = np.arange(max(start, input_length), end - horizon + 1)
     if not len(origins):
-        raise ValueError(f"split {split!r} ({end - start} steps) has no window of {input_length} history steps "
+        raise UserError(f"split {split!r} ({end - start} steps) has no window of {input_length} history steps "
                          f"and {horizon} targets: shorten input_length or horizon")
     return origins
 

@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+from typing_extensions import override
 
 ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
         "sixteen seventeen eighteen nineteen").split()
@@ -114,6 +115,7 @@ class TfzooDates(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("source", "target"),
         )
 
+    @override
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         return {split: self._generate_examples(n, seed, split == "test") for split, (n, seed) in self.SPLITS.items()}
 

@@ -14,23 +14,19 @@ TensorFlow Object Detection API does:
 """
 from __future__ import annotations
 
-import functools
-
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
-from pipelines import data, metrics
-from pipelines.tasks import image_classification
-from zoo import ModelSpec
+from pipelines import metrics
+from pipelines.tasks.common import EpochSummaries, to_unit_range
+from pipelines.tasks.image_classification import ImageTask, decode_images
 
 MAX_BOXES = 16  # ground-truth boxes kept per training image (padded to this many)
 IOU_THRESHOLD = 0.5  # non-max suppression
 SCORE_THRESHOLD = 0.05  # lowest score returned: low, so that mAP sees the whole precision-recall curve
 SAMPLE_IMAGES = 8
-optimizer = image_classification.optimizer
-image_shape = image_classification.image_shape
-warmup_requests = image_classification.warmup_requests
 
 
 def example_fn(features: dict):
@@ -41,32 +37,6 @@ def example_fn(features: dict):
     classes = tf.pad(tf.cast(objects["label"][:n], tf.int32), [[0, MAX_BOXES - n]], constant_values=-1)
     return features["image"], {"boxes": tf.ensure_shape(boxes, [MAX_BOXES, 4]),
                                "classes": tf.ensure_shape(classes, [MAX_BOXES])}
-
-
-load_evaluation = functools.partial(data.load, example_fn=example_fn)
-
-
-def preprocess(spec: ModelSpec, recipe: dict, training: bool):
-    """Batch mapper: uint8 images -> float32 in [0, 1]; random horizontal flips of images with their boxes."""
-    augment = training and recipe.get("augment")
-
-    def fn(images, targets):
-        images = tf.cast(images, tf.float32) / 255.0
-        if augment:
-            flip = tf.random.uniform([tf.shape(images)[0]]) < 0.5
-            boxes = targets["boxes"]
-            flipped = tf.stack([boxes[..., 0], 1 - boxes[..., 3], boxes[..., 2], 1 - boxes[..., 1]], axis=-1)
-            padding = targets["classes"][..., None] < 0
-            targets = {**targets, "boxes": tf.where(flip[:, None, None] & ~padding, flipped, boxes)}
-            images = tf.where(flip[:, None, None, None], images[:, :, ::-1], images)
-        return images, targets
-
-    return fn
-
-
-def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """AdamW + warmup/cosine; the loss is the model's own `compute_loss`."""
-    model.compile(optimizer=optimizer(recipe, steps_per_epoch), jit_compile=bool(recipe["jit_compile"]))
 
 
 def detect(model: keras.Model, images: tf.Tensor) -> dict:
@@ -82,55 +52,84 @@ def detect(model: keras.Model, images: tf.Tensor) -> dict:
             "num_detections": tf.cast(nms.valid_detections, tf.float32)}
 
 
-class SampleDetections(keras.callbacks.Callback):
+class SampleDetections(EpochSummaries):
     """Logs validation images with their predicted boxes (scores above 0.3) drawn on, once per epoch."""
 
     def __init__(self, log_dir: str, images: np.ndarray):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        super().__init__(log_dir)
         self.images = tf.constant(images)
 
-    def on_epoch_end(self, epoch, logs=None):
+    @override
+    def summarize(self):
         found = detect(self.model, self.images)
         boxes = tf.where(found["detection_scores"][..., None] > 0.3, found["detection_boxes"], 0.0)
         colours = tf.constant([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0]])
-        with self.writer.as_default():
-            tf.summary.image("predicted boxes", tf.image.draw_bounding_boxes(self.images, boxes, colours), step=epoch,
-                             max_outputs=len(self.images))
-        self.writer.flush()
+        tf.summary.image("predicted boxes", tf.image.draw_bounding_boxes(self.images, boxes, colours),
+                         max_outputs=len(self.images))
 
 
-def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: sample images with their predicted boxes."""
-    return [SampleDetections(f"{run_dir}/validation", np.asarray(sample_batch[0][:SAMPLE_IMAGES]))]
+class Detection(ImageTask):
+    """The model's own loss, mAP@0.5 of the exported model, box summaries, two signatures (module doc)."""
 
+    name = "detection"
+    example_fn = staticmethod(example_fn)
 
-def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
-    """`serving_default` (float images) and `encoded_image` (bytes), both -> the detection dict."""
-    height, width, channels = image_shape(spec, hparams)
+    @override
+    def preprocess(self, training: bool):
+        """Batch mapper: uint8 images -> float32 in [0, 1]; random horizontal flips of images with their boxes."""
+        augment = training and self.recipe["augment"]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="image")])
-    def serving_default(image):
-        return detect(model, image)
+        def fn(images, targets):
+            images = to_unit_range(images)
+            if augment:
+                flip = tf.random.uniform([tf.shape(images)[0]]) < 0.5
+                boxes = targets["boxes"]
+                flipped = tf.stack([boxes[..., 0], 1 - boxes[..., 3], boxes[..., 2], 1 - boxes[..., 1]], axis=-1)
+                padding = targets["classes"][..., None] < 0
+                targets = {**targets, "boxes": tf.where(flip[:, None, None] & ~padding, flipped, boxes)}
+                images = tf.where(flip[:, None, None, None], images[:, :, ::-1], images)
+            return images, targets
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def encoded_image(image_bytes):
-        return detect(model, image_classification.decode_images(image_bytes, height, width, channels)[0])
+        return fn
 
-    return {"serving_default": serving_default, "encoded_image": encoded_image}
+    @override
+    def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
+        """AdamW + warmup/cosine; the loss is the model's own `compute_loss`."""
+        model.compile(optimizer=self.optimizer(steps_per_epoch), jit_compile=bool(self.recipe["jit_compile"]))
 
+    @override
+    def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
+        """TensorBoard extras: sample images with their predicted boxes."""
+        return [SampleDetections(f"{run_dir}/validation", np.asarray(sample_batch[0][:SAMPLE_IMAGES]))]
 
-def evaluate_export(loaded, ds) -> dict:
-    """mAP@0.5 of an exported detector's `serving_default` on raw (image, {"boxes", "classes"}) batches."""
-    fn = loaded.signatures["serving_default"]
-    found, truths = [], []
-    for images, targets in ds:
-        out = {k: v.numpy() for k, v in fn(image=tf.cast(images, tf.float32) / 255.0).items()}
-        for i, classes in enumerate(targets["classes"].numpy()):
-            n = int(out["num_detections"][i])
-            found.append({"boxes": out["detection_boxes"][i, :n], "scores": out["detection_scores"][i, :n],
-                          "classes": out["detection_classes"][i, :n].astype(int) - 1})
-            truths.append({"boxes": targets["boxes"].numpy()[i][classes >= 0], "classes": classes[classes >= 0]})
-    num_classes = 1 + max(int(t["classes"].max(initial=-1)) for t in truths)  # classes without truth have no AP
-    result = metrics.mean_average_precision(found, truths, num_classes, iou_threshold=0.5)
-    return {"map50": result["map"], "ap50_per_class": result["ap"], "examples": len(truths)}
+    @override
+    def signatures(self, model: keras.Model) -> dict:
+        """`serving_default` (float images) and `encoded_image` (bytes), both -> the detection dict."""
+        height, width, channels = self.image_shape
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="image")])
+        def serving_default(image):
+            return detect(model, image)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def encoded_image(image_bytes):
+            return detect(model, decode_images(image_bytes, height, width, channels)[0])
+
+        return {"serving_default": serving_default, "encoded_image": encoded_image}
+
+    @classmethod
+    @override
+    def evaluate_export(cls, loaded, ds, card) -> dict:
+        """mAP@0.5 of an exported detector's `serving_default` on raw (image, {"boxes", "classes"}) batches."""
+        fn = loaded.signatures["serving_default"]
+        found, truths = [], []
+        for images, targets in ds:
+            out = {k: v.numpy() for k, v in fn(image=to_unit_range(images)).items()}
+            for i, classes in enumerate(targets["classes"].numpy()):
+                n = int(out["num_detections"][i])
+                found.append({"boxes": out["detection_boxes"][i, :n], "scores": out["detection_scores"][i, :n],
+                              "classes": out["detection_classes"][i, :n].astype(int) - 1})
+                truths.append({"boxes": targets["boxes"].numpy()[i][classes >= 0], "classes": classes[classes >= 0]})
+        num_classes = 1 + max(int(t["classes"].max(initial=-1)) for t in truths)  # classes without truth: no AP
+        result = metrics.mean_average_precision(found, truths, num_classes, iou_threshold=0.5)
+        return {"map50": result["map"], "ap50_per_class": result["ap"], "examples": len(truths)}

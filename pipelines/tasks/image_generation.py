@@ -19,30 +19,22 @@ with a message that says what is allowed.
 """
 from __future__ import annotations
 
-import sys
+import dataclasses
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
-from pipelines import data, fid, tasks
+from pipelines import data, fid
+from pipelines.tasks.base import VALIDATION_SPLIT, Splits, Task, WarmupRequests
+from pipelines.tasks.common import EpochSummaries, to_unit_range
 from pipelines.tasks.image_classification import grid
-from zoo import ModelSpec
 
 MAX_COUNT = 256  # images per request: bounds a request's memory
 SUMMARY_IMAGES = 2000  # validation images behind the per-epoch FD-cnn (and its generated counterpart)
 GRID_ROWS = 8
-
-
-def preprocess(spec: ModelSpec, recipe: dict, training: bool):
-    """uint8 images -> float32 in [0, 1]; with the recipe's `noise_stddev` (autoencoder): (noisy, clean) pairs."""
-    stddev = recipe.get("noise_stddev", 0.0)
-
-    def fn(images, labels):
-        images = tf.cast(images, tf.float32) / 255.0
-        return (add_noise(images, stddev, training), images) if stddev else (images, labels)
-
-    return fn
 
 
 def add_noise(images: tf.Tensor, stddev: float, training: bool) -> tf.Tensor:
@@ -53,21 +45,6 @@ def add_noise(images: tf.Tensor, stddev: float, training: bool) -> tf.Tensor:
         seed = tf.stack([tf.cast(tf.reduce_sum(images * 255.0), tf.int64), 0])
         noise = tf.random.stateless_normal(tf.shape(images), seed, stddev=stddev)
     return tf.clip_by_value(images + noise, 0.0, 1.0)
-
-
-def load_splits(spec: ModelSpec, recipe: dict, dataset: str, *, data_dir, seed: int) -> tasks.Splits:
-    """The default splits, with SUMMARY_IMAGES validation images as the sample batch (grids, FD-cnn)."""
-    splits = tasks.default_load_splits(sys.modules[__name__], spec, recipe, dataset, data_dir=data_dir, seed=seed)
-    summary = data.load(dataset, tasks.VALIDATION_SPLIT, batch_size=SUMMARY_IMAGES, data_dir=data_dir, cache=False,
-                        preprocess=preprocess(spec, recipe, training=False))
-    splits.sample_batch = next(iter(summary))
-    return splits
-
-
-def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """Adam at the recipe's learning rate and beta_1 (0.5 for the GANs); the model brings its loss."""
-    optimizer = keras.optimizers.Adam(recipe["learning_rate"], beta_1=recipe.get("beta_1", 0.9))
-    model.compile(optimizer=optimizer, jit_compile=bool(recipe["jit_compile"]))
 
 
 def generates(model: keras.Model | type) -> bool:
@@ -83,16 +60,16 @@ def decode_in_batches(model: keras.Model, latent: np.ndarray, labels: np.ndarray
                            for i in chunks])
 
 
-class GenerativeSummaries(keras.callbacks.Callback):
+class GenerativeSummaries(EpochSummaries):
     """Per epoch, in TensorBoard: reconstructions of validation images and samples from a fixed latent batch;
     FD-cnn of as many samples as validation images against them (and, conditional, the class accuracy)."""
 
     def __init__(self, log_dir: str, sample_batch, classifier: fid.Classifier | None):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        super().__init__(log_dir)
         self.inputs, self.targets = (np.asarray(t) for t in sample_batch)  # (noisy, clean) or (images, labels)
         self.classifier = classifier
 
+    @override
     def on_train_begin(self, logs=None):
         model = self.model
         if not generates(model):
@@ -106,24 +83,22 @@ class GenerativeSummaries(keras.callbacks.Callback):
         if self.classifier is not None:
             self.real_features = self.classifier(self.inputs)[0]
 
-    def on_epoch_end(self, epoch, logs=None):
+    @override
+    def summarize(self):
         model = self.model
-        with self.writer.as_default():
-            if hasattr(model, "reconstruct"):
-                shown = self.inputs[:GRID_ROWS * 2]
-                tf.summary.image("reconstructions", grid(np.concatenate([shown, model.reconstruct(shown)])),
-                                 step=epoch, description="rows 1-2: inputs; rows 3-4: their reconstructions")
-            if generates(model):
-                samples = decode_in_batches(model, self.grid_latent, self.grid_labels)
-                tf.summary.image("samples", grid(samples, columns=self.columns), step=epoch,
-                                 description="the same latent batch every epoch"
-                                 + ("; column k is class k" if self.conditional else ""))
-                if self.classifier is not None:
-                    for name, value in self.quality(model).items():
-                        tf.summary.scalar(f"epoch_{name}", value, step=epoch)
-                        if logs is not None:
-                            logs[f"val_{name}"] = value
-        self.writer.flush()
+        if hasattr(model, "reconstruct"):
+            shown = self.inputs[:GRID_ROWS * 2]
+            tf.summary.image("reconstructions", grid(np.concatenate([shown, model.reconstruct(shown)])),
+                             description="rows 1-2: inputs; rows 3-4: their reconstructions")
+        if generates(model):
+            samples = decode_in_batches(model, self.grid_latent, self.grid_labels)
+            tf.summary.image("samples", grid(samples, columns=self.columns),
+                             description="the same latent batch every epoch"
+                             + ("; column k is class k" if self.conditional else ""))
+            if self.classifier is not None:
+                for name, value in self.quality(model).items():
+                    tf.summary.scalar(f"epoch_{name}", value)
+                    self.logs[f"val_{name}"] = value
 
     def quality(self, model: keras.Model) -> dict[str, float]:
         """FD-cnn of generated images against the validation images (and the class accuracy, conditional)."""
@@ -132,15 +107,6 @@ class GenerativeSummaries(keras.callbacks.Callback):
         if self.conditional:
             result["class_accuracy"] = float(np.mean(predicted == self.labels))
         return result
-
-
-def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: reconstruction and sample grids, FD-cnn when a trained cnn run is found."""
-    classifier = fid.find_classifier() if generates(spec.builder) else None
-    if classifier is None and generates(spec.builder):
-        print(f"FD-cnn per epoch is off: no trained cnn run found (tfzoo train cnn, or set {fid.CLASSIFIER_ENV})",
-              file=sys.stderr)
-    return [GenerativeSummaries(f"{run_dir}/validation", sample_batch, classifier)]
 
 
 def image_outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -171,7 +137,7 @@ def image_spec(model: keras.Model) -> tf.TensorSpec:
 COUNT_SEED = [tf.TensorSpec([], tf.int32, name="count"), tf.TensorSpec([], tf.int64, name="seed")]
 
 
-def reconstruct_signature(model: keras.Model, spec: ModelSpec):
+def reconstruct_signature(model: keras.Model):
     """image -> images, png_bytes."""
 
     def reconstruct(image):
@@ -180,12 +146,12 @@ def reconstruct_signature(model: keras.Model, spec: ModelSpec):
     return tf.function(reconstruct, input_signature=[image_spec(model)])
 
 
-def encode_signature(model: keras.Model, spec: ModelSpec):
+def encode_signature(model: keras.Model):
     """image -> the model's codes."""
     return tf.function(model.encode, input_signature=[image_spec(model)])
 
 
-def decode_signature(model: keras.Model, spec: ModelSpec):
+def decode_signature(model: keras.Model):
     """latent [N, latent_dim] (N <= MAX_COUNT) -> images, png_bytes."""
     size = model.latent_dim
 
@@ -199,7 +165,7 @@ def decode_signature(model: keras.Model, spec: ModelSpec):
     return tf.function(decode, input_signature=[tf.TensorSpec([None, None], tf.float32, name="latent")])
 
 
-def sample_signature(model: keras.Model, spec: ModelSpec):
+def sample_signature(model: keras.Model):
     """count, seed -> images, png_bytes."""
 
     def sample(count, seed):
@@ -208,37 +174,38 @@ def sample_signature(model: keras.Model, spec: ModelSpec):
     return tf.function(sample, input_signature=COUNT_SEED)
 
 
-def conditional_sample(model: keras.Model, spec: ModelSpec, label: tf.Tensor, count, seed) -> dict:
+def conditional_sample(model: keras.Model, names: tuple[str, ...], label: tf.Tensor, count, seed) -> dict:
     """`count` images of class `label` from `seed`."""
     label = checked(label, tf.logical_and(label >= 0, label < model.num_classes),
                     f"label must be a class id in [0, {model.num_classes}): "
-                    + ", ".join(f"{i} {name}" for i, name in enumerate(spec.labels)))
+                    + ", ".join(f"{i} {name}" for i, name in enumerate(names)))
     latent = latent_batch(model, count, seed)
     return image_outputs(model.decode(latent, tf.fill(tf.shape(latent)[:1], label)))
 
 
-def sample_label_signature(model: keras.Model, spec: ModelSpec):
+def sample_label_signature(model: keras.Model, labels: tuple[str, ...]):
     """label, count, seed -> images, png_bytes."""
 
     def sample_label(label, count, seed):
-        return conditional_sample(model, spec, label, count, seed)
+        return conditional_sample(model, labels, label, count, seed)
 
     return tf.function(sample_label, input_signature=[tf.TensorSpec([], tf.int32, name="label"), *COUNT_SEED])
 
 
-def sample_class_name_signature(model: keras.Model, spec: ModelSpec):
+def sample_class_name_signature(model: keras.Model, labels: tuple[str, ...]):
     """class_name, count, seed -> images, png_bytes."""
-    names = tf.constant([name.lower() for name in spec.labels])
+    names = tf.constant([name.lower() for name in labels])
 
     def sample_class_name(class_name, count, seed):
         matches = tf.where(tf.equal(names, tf.strings.lower(class_name)))[:, 0]
-        matches = checked(matches, tf.size(matches) > 0, "unknown class_name; one of: " + ", ".join(spec.labels))
-        return conditional_sample(model, spec, tf.cast(matches[0], tf.int32), count, seed)
+        matches = checked(matches, tf.size(matches) > 0, "unknown class_name; one of: " + ", ".join(labels))
+        return conditional_sample(model, labels, tf.cast(matches[0], tf.int32), count, seed)
 
     return tf.function(sample_class_name, input_signature=[tf.TensorSpec([], tf.string, name="class_name"),
                                                            *COUNT_SEED])
 
 
+CONDITIONAL_KINDS = {"sample_label", "sample_class_name"}  # their builders also take the class names
 SIGNATURE_BUILDERS = {
     "reconstruct": reconstruct_signature,
     "encode": encode_signature,
@@ -247,28 +214,6 @@ SIGNATURE_BUILDERS = {
     "sample_label": sample_label_signature,
     "sample_class_name": sample_class_name_signature,
 }
-
-
-def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
-    """One serving signature per entry of the model's `SIGNATURES` (served name -> kind)."""
-    return {name: SIGNATURE_BUILDERS[kind](model, spec) for name, kind in model.SIGNATURES.items()}
-
-
-def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Real requests for every signature (`spec.hparams` are the run's: they give decode's latent size)."""
-    images = np.asarray(sample_batch[0][:4], np.float32)
-    latent = np.random.default_rng(0).standard_normal((4, spec.hparams.get("latent_dim", 0))).astype(np.float32)
-    count_seed = {"count": np.int32(4), "seed": np.int64(0)}
-    first_class = spec.labels[0].encode() if spec.labels else b""  # only conditional models have labels
-    by_kind = {
-        "reconstruct": {"image": images},
-        "encode": {"image": images},
-        "decode": {"latent": latent},
-        "sample": count_seed,
-        "sample_label": {"label": np.int32(0), **count_seed},
-        "sample_class_name": {"class_name": np.array(first_class, object), **count_seed},
-    }
-    return [(name, by_kind[kind]) for name, kind in spec.builder.SIGNATURES.items()]
 
 
 def generate_served(fn, count: int, *, labels: int | None = None, seed: int = 0) -> np.ndarray:
@@ -282,31 +227,120 @@ def generate_served(fn, count: int, *, labels: int | None = None, seed: int = 0)
     return np.concatenate(chunks)
 
 
-def evaluate_export(loaded, ds) -> dict:
-    """Through the exported signatures on raw (uint8 image, label) batches: reconstruction MSE of the clean
-    images (`reconstruct`); FD-cnn of as many samples as images (`sample`/`generate`, with the images' class
-    counts for a conditional model) and the share classified as the requested class, when a cnn run is found."""
-    images, labels = (np.concatenate(t) for t in zip(*((x.numpy(), y.numpy()) for x, y in ds), strict=True))
-    images = images.astype(np.float32) / 255.0
-    result = {"examples": len(images)}
-    if "reconstruct" in loaded.signatures:
-        reconstructed = np.concatenate([loaded.signatures["reconstruct"](image=tf.constant(images[i:i + MAX_COUNT]))
-                                        ["images"].numpy() for i in range(0, len(images), MAX_COUNT)])
-        result["reconstruction_mse_clean"] = float(np.mean((reconstructed - images) ** 2))
-    sampler = next((loaded.signatures[n] for n in ("generate", "sample") if n in loaded.signatures), None)
-    classifier = fid.find_classifier() if sampler is not None else None
-    if sampler is None:
+class ImageGeneration(Task):
+    """The generative zoo: the models bring their losses; summaries, FD-cnn and signatures (module doc)."""
+
+    name = "image_generation"
+    # noise_stddev: the autoencoder's denoising noise; beta_1: Adam's (0.5 for the GANs); fd_classifier: the
+    # cnn run (or checkpoint) FD-cnn is measured with ("" : $TFZOO_FD_CLASSIFIER, else FD-cnn is off).
+    recipe_defaults = {"noise_stddev": 0.0, "beta_1": 0.9, "fd_classifier": ""}
+
+    def __init__(self, run):
+        super().__init__(run)
+        self._classifier: fid.Classifier | None = None
+        self._classifier_named = False
+
+    @property
+    def classifier(self) -> fid.Classifier | None:
+        """The named FD-cnn classifier of this run (models that generate only), loaded once."""
+        if not self._classifier_named and generates(self.run.spec.builder):
+            self._classifier = fid.named_classifier(self.recipe["fd_classifier"])
+            self._classifier_named = True
+        return self._classifier
+
+    @override
+    def preprocess(self, training: bool):
+        """uint8 images -> float32 in [0, 1]; with the recipe's `noise_stddev` (autoencoder): (noisy, clean)."""
+        stddev = self.recipe["noise_stddev"]
+
+        def fn(images, labels):
+            images = to_unit_range(images)
+            return (add_noise(images, stddev, training), images) if stddev else (images, labels)
+
+        return fn
+
+    @override
+    def load_splits(self, data_dir) -> Splits:
+        """The default splits, with SUMMARY_IMAGES validation images as the sample batch (grids, FD-cnn)."""
+        splits = super().load_splits(data_dir)
+        summary = data.load(self.run.dataset, VALIDATION_SPLIT, batch_size=SUMMARY_IMAGES, data_dir=data_dir,
+                            cache=False, preprocess=self.preprocess(training=False))
+        return dataclasses.replace(splits, sample_batch=next(iter(summary)))
+
+    @override
+    def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
+        """Adam at the recipe's learning rate and beta_1; the model brings its loss (constant rate: the GAN
+        recipes of DCGAN's paper; no schedule needs the run's length)."""
+        optimizer = keras.optimizers.Adam(self.recipe["learning_rate"], beta_1=self.recipe["beta_1"])
+        model.compile(optimizer=optimizer, jit_compile=bool(self.recipe["jit_compile"]))
+
+    @override
+    def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
+        """TensorBoard extras: reconstruction and sample grids; FD-cnn when a classifier is named."""
+        if self.classifier is None and generates(self.run.spec.builder):
+            print("FD-cnn per epoch is off: name a trained cnn run with --set fd_classifier=runs/cnn/<run-id> "
+                  f"(or ${fid.CLASSIFIER_ENV})", flush=True)
+        return [GenerativeSummaries(f"{run_dir}/validation", sample_batch, self.classifier)]
+
+    @override
+    def signatures(self, model: keras.Model) -> dict:
+        """One serving signature per entry of the model's `SIGNATURES` (served name -> kind)."""
+        return {name: SIGNATURE_BUILDERS[kind](model, *([self.run.labels] if kind in CONDITIONAL_KINDS else []))
+                for name, kind in model.SIGNATURES.items()}
+
+    @override
+    def warmup_requests(self, sample_batch) -> WarmupRequests:
+        """Real requests for every signature (the run's `latent_dim` gives decode's latent size)."""
+        images = np.asarray(sample_batch[0][:4], np.float32)
+        latent = np.random.default_rng(0).standard_normal((4, self.hparams.get("latent_dim", 0))).astype(np.float32)
+        count_seed = {"count": np.int32(4), "seed": np.int64(0)}
+        first_class = self.run.labels[0].encode() if self.run.labels else b""  # only conditional models have labels
+        by_kind = {
+            "reconstruct": {"image": images},
+            "encode": {"image": images},
+            "decode": {"latent": latent},
+            "sample": count_seed,
+            "sample_label": {"label": np.int32(0), **count_seed},
+            "sample_class_name": {"class_name": np.array(first_class, object), **count_seed},
+        }
+        return [(name, by_kind[kind]) for name, kind in self.run.spec.builder.SIGNATURES.items()]
+
+    @override
+    def model_card(self, model: keras.Model) -> dict:
+        """The FD-cnn classifier the run was measured with (checkpoint path and SHA-256), if any."""
+        return {"fd_classifier": self.classifier.describe()} if self.classifier is not None else {}
+
+    @classmethod
+    @override
+    def evaluate_export(cls, loaded, ds, card: Mapping) -> dict:
+        """Through the exported signatures on raw (uint8 image, label) batches: reconstruction MSE of the clean
+        images (`reconstruct`); FD-cnn of as many samples as images (`sample`/`generate`, with the images' class
+        counts for a conditional model) and the share classified as the requested class, with the classifier
+        the model card names ($TFZOO_FD_CLASSIFIER overrides it)."""
+        images, labels = (np.concatenate(t) for t in zip(*((x.numpy(), y.numpy()) for x, y in ds), strict=True))
+        images = np.asarray(to_unit_range(images))
+        result = {"examples": len(images)}
+        if "reconstruct" in loaded.signatures:
+            reconstruct = loaded.signatures["reconstruct"]
+            reconstructed = np.concatenate([reconstruct(image=tf.constant(images[i:i + MAX_COUNT]))["images"].numpy()
+                                            for i in range(0, len(images), MAX_COUNT)])
+            result["reconstruction_mse_clean"] = float(np.mean((reconstructed - images) ** 2))
+        sampler = next((loaded.signatures[n] for n in ("generate", "sample") if n in loaded.signatures), None)
+        if sampler is None:
+            return result
+        recorded = (card or {}).get("fd_classifier")
+        classifier = fid.named_classifier(None) or (fid.recorded_classifier(recorded) if recorded else None)
+        if classifier is None:
+            return {**result, "fd_cnn": None,
+                    "fd_cnn_missing": f"the model card names no FD-cnn classifier: set {fid.CLASSIFIER_ENV}"}
+        if "label" in sampler.structured_input_signature[1]:
+            classes = np.unique(labels)
+            generated = [generate_served(sampler, int(np.sum(labels == k)), labels=int(k)) for k in classes]
+            requested = np.concatenate([np.full(len(g), k) for g, k in zip(generated, classes, strict=True)])
+            features, predicted = classifier(np.concatenate(generated))
+            result["class_accuracy"] = float(np.mean(predicted == requested))
+        else:
+            features = classifier(generate_served(sampler, len(images)))[0]
+        result["fd_cnn"] = fid.frechet_distance(features, classifier(images)[0])
+        result["fd_classifier"] = classifier.describe()
         return result
-    if classifier is None:
-        return {**result, "fd_cnn": None, "fd_cnn_missing": f"no trained cnn run: set {fid.CLASSIFIER_ENV}"}
-    if "label" in sampler.structured_input_signature[1]:
-        classes = np.unique(labels)
-        generated = [generate_served(sampler, int(np.sum(labels == k)), labels=int(k)) for k in classes]
-        requested = np.concatenate([np.full(len(g), k) for g, k in zip(generated, classes, strict=True)])
-        features, predicted = classifier(np.concatenate(generated))
-        result["class_accuracy"] = float(np.mean(predicted == requested))
-    else:
-        features = classifier(generate_served(sampler, len(images)))[0]
-    result["fd_cnn"] = fid.frechet_distance(features, classifier(images)[0])
-    result["fd_classifier"] = str(classifier.run_dir)
-    return result

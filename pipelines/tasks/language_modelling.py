@@ -29,26 +29,22 @@ Generation rules (also in the model card, `generation`):
 """
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
 from pipelines import data
 from pipelines.data.shakespeare import split_text
-from zoo import ModelSpec
+from pipelines.errors import UserError
+from pipelines.tasks.base import Splits, Task, WarmupRequests
+from pipelines.tasks.common import EpochSummaries, warmup_cosine
 
 MAX_NEW_TOKENS = 1024
 MAX_PROMPT_TOKENS = 4096  # the prompt cap of models without a context limit (char_rnn)
 SAMPLE_TOKENS = 200  # per epoch, in TensorBoard
 EVAL_CHUNK_CHARS = 4096  # `tfzoo evaluate` scores the split in chunks of this many characters
 DEFAULT_PROMPT = "\n"
-
-
-def vocabulary(spec: ModelSpec) -> str:
-    """The model's characters, in token-id order."""
-    return "".join(spec.labels)
 
 
 def encode(text: str, chars: str) -> np.ndarray:
@@ -67,69 +63,6 @@ def windows(ids: tf.Tensor, starts: tf.Tensor, length: int):
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def load_splits(spec: ModelSpec, recipe: dict, dataset: str, *, data_dir: str | os.PathLike | None,
-                seed: int):
-    """Random-offset train windows (repeating), fixed random validation batches, every test window."""
-    from pipelines import tasks
-
-    builder = data.builder(dataset, data_dir)
-    chars = vocabulary(spec)
-    train_ids = tf.constant(encode(split_text(builder, "train"), chars))
-    validation = encode(split_text(builder, "validation"), chars)
-    length, batch = recipe["sequence_length"], recipe["batch_size"]
-    validation_ids = tf.constant(validation)
-
-    def draw(starts):
-        return windows(train_ids, tf.math.floormod(starts, int(train_ids.shape[0]) - length), length)
-
-    train = tf.data.Dataset.random(seed=seed).batch(batch).map(draw).prefetch(tf.data.AUTOTUNE)
-    rng = np.random.default_rng(seed + 1)
-    eval_starts = rng.integers(0, len(validation) - length, (recipe["eval_batches"], batch))
-    val = tf.data.Dataset.from_tensor_slices(eval_starts).map(lambda s: windows(validation_ids, s, length))
-    test_starts = np.arange(0, len(validation) - length, length)
-    test = tf.data.Dataset.from_tensor_slices(test_starts).batch(batch).map(lambda s: windows(validation_ids, s,
-                                                                                              length))
-    sample_batch = next(iter(val))
-    return tasks.Splits(
-        train=train, validation=val.cache(), test=test.cache(), sample_batch=sample_batch,
-        steps_per_epoch=recipe["steps_per_epoch"],
-        names={"train": f"train (random windows of {length})",
-               "validation": f"validation ({recipe['eval_batches']} fixed random batches of {batch})",
-               "test": f"validation (all {len(test_starts)} non-overlapping windows of {length})"},
-    )
-
-
-def load_evaluation(dataset: str, split: str, *, batch_size: int, data_dir=None, cache: bool = True):
-    """The split's text in chunks of `EVAL_CHUNK_CHARS` characters, batched: what `evaluate_export` scores."""
-    text = split_text(data.builder(dataset, data_dir), split)
-    chunks = [text[i:i + EVAL_CHUNK_CHARS] for i in range(0, len(text), EVAL_CHUNK_CHARS)]
-    return tf.data.Dataset.from_tensor_slices([c for c in chunks if len(c) > 1]).batch(batch_size)
-
-
-def preprocess(spec: ModelSpec, recipe: dict, training: bool):
-    """Batches are already token windows (see `load_splits`)."""
-    return lambda x, y: (x, y)
-
-
-def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """AdamW, linear warmup then cosine decay to min_learning_rate, clipping; next-token cross-entropy."""
-    context = getattr(model, "context_size", None)
-    if context is not None and recipe["sequence_length"] > context:
-        raise ValueError(f"sequence_length={recipe['sequence_length']} exceeds the model's context of {context}: "
-                         f"--set sequence_length={context} (or a larger block_size)")
-    total = max(1, recipe["epochs"] * steps_per_epoch)
-    warmup = min(recipe["warmup_steps"], total - 1)
-    peak = recipe["learning_rate"]
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else peak, decay_steps=max(1, total - warmup), alpha=recipe["min_learning_rate"] / peak,
-        warmup_target=peak if warmup else None, warmup_steps=warmup)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], beta_2=recipe["beta_2"],
-                                       global_clipnorm=recipe["clipnorm"])
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=bool(recipe["jit_compile"]))
-
-
 class StepSummaries(keras.callbacks.Callback):
     """Loss and learning rate of every training step, as TensorBoard scalars over the global step.
 
@@ -142,9 +75,11 @@ class StepSummaries(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(log_dir)
         self.previous = 0.0
 
+    @override
     def on_epoch_begin(self, epoch, logs=None):
         self.previous = 0.0
 
+    @override
     def on_train_batch_end(self, batch, logs=None):
         mean = float(logs["loss"])
         step = int(self.model.optimizer.iterations.numpy())
@@ -153,35 +88,27 @@ class StepSummaries(keras.callbacks.Callback):
             tf.summary.scalar("learning_rate", float(self.model.optimizer.learning_rate))
         self.previous = mean
 
+    @override
     def on_train_end(self, logs=None):
         self.writer.flush()
 
 
-class SampleText(keras.callbacks.Callback):
+class SampleText(EpochSummaries):
     """A generated sample per epoch (prompt from the validation data), as a TensorBoard text summary."""
 
     def __init__(self, log_dir: str, chars: str, prompt: str):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        super().__init__(log_dir)
         self.chars, self.prompt = chars, prompt
         self.generate = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    @override
+    def summarize(self):
         self.generate = self.generate or generation_function(self.model, self.chars)  # traced once per run
         out = self.generate(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
-                       tf.constant([0]), tf.constant([epoch], tf.int64))
+                            tf.constant([0]), tf.constant([self.epoch], tf.int64))
         text = out["generated"][0].numpy().decode("utf-8")
-        with self.writer.as_default(step=epoch):
-            # Markdown: a code block keeps the play's line breaks.
-            tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
-        self.writer.flush()
-
-
-def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
-    chars = vocabulary(spec)
-    prompt = "".join(chars[i] for i in np.asarray(sample_batch[0][0][:16]))
-    return [StepSummaries(f"{run_dir}/train"), SampleText(f"{run_dir}/validation", chars, prompt)]
+        # Markdown: a code block keeps the play's line breaks.
+        tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
 
 
 def sample(logits, temperature, top_k, seed, step):
@@ -325,49 +252,119 @@ def score_function(model: keras.Model, chars: str) -> tf.types.experimental.Func
     return score
 
 
-def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
-    """`generate` (cached decoding), `generate_no_cache` (models with a context limit) and `score`."""
-    chars = vocabulary(spec)
-    out = {"generate": generation_function(model, chars), "score": score_function(model, chars)}
-    if getattr(model, "context_size", None) is not None:
-        out["generate_no_cache"] = generation_function(model, chars, use_cache=False)
-    return out
+class LanguageModelling(Task):
+    """Next-character cross-entropy, step-based training, generation inside the SavedModel (module doc)."""
 
+    name = "language_modelling"
+    recipe_defaults = {"steps_per_epoch": 250, "sequence_length": 64, "eval_batches": 20, "warmup_steps": 0,
+                       "min_learning_rate": 0.0, "weight_decay": 0.0, "beta_2": 0.999, "clipnorm": 1.0}
 
-def model_card(spec: ModelSpec, hparams: dict, model: keras.Model) -> dict:
-    """The generation rules a client needs: context, truncation, caps, defaults."""
-    context = getattr(model, "context_size", None)
-    return {"generation": {
-        "context_tokens": context or MAX_PROMPT_TOKENS,
-        "prompt_truncation": "a prompt longer than the context keeps its last context_tokens characters "
-                             "(truncated from the left); the output prompt_tokens says how many were read",
-        "empty_prompt": f"starts from {DEFAULT_PROMPT!r}",
-        "max_new_tokens": {"min": 0, "max": MAX_NEW_TOKENS},
-        "temperature": "> 0", "top_k": ">= 0; 0 or above the vocabulary size = the whole vocabulary",
-        "past_context": ("the key/value cache is rebuilt from the last context_tokens/2 tokens when full"
-                         if context else "the recurrent state carries the whole past"),
-        "invalid_input": "non-UTF-8 bytes or characters outside `labels`: INVALID_ARGUMENT",
-    }}
+    @property
+    def vocabulary(self) -> str:
+        """The model's characters, in token-id order."""
+        return "".join(self.run.labels)
 
+    @override
+    def load_splits(self, data_dir) -> Splits:
+        """Random-offset train windows (repeating), fixed random validation batches, every test window."""
+        builder = data.builder(self.run.dataset, data_dir)
+        train_ids = tf.constant(encode(split_text(builder, "train"), self.vocabulary))
+        validation = encode(split_text(builder, "validation"), self.vocabulary)
+        length, batch, eval_batches = self.recipe["sequence_length"], self.recipe["batch_size"], \
+            self.recipe["eval_batches"]
+        validation_ids = tf.constant(validation)
 
-def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """A short generation and a score from the validation text, replayed before a version serves."""
-    chars = vocabulary(spec)
-    text = "".join(chars[i] for i in np.asarray(sample_batch[0][0]))
-    prompt = np.array([text[:8].encode("utf-8")], dtype=object)
-    return [("generate", {"prompt": prompt, "max_new_tokens": np.array([4], np.int32),
-                          "temperature": np.array([1.0], np.float32), "top_k": np.array([0], np.int32),
-                          "seed": np.array([0], np.int64)}),
-            ("score", {"text": np.array([text.encode("utf-8")], dtype=object)})]
+        def draw(starts):
+            return windows(train_ids, tf.math.floormod(starts, int(train_ids.shape[0]) - length), length)
 
+        train = tf.data.Dataset.random(seed=self.run.seed).batch(batch).map(draw).prefetch(tf.data.AUTOTUNE)
+        rng = np.random.default_rng(self.run.seed + 1)
+        eval_starts = rng.integers(0, len(validation) - length, (eval_batches, batch))
+        val = tf.data.Dataset.from_tensor_slices(eval_starts).map(lambda s: windows(validation_ids, s, length))
+        test_starts = np.arange(0, len(validation) - length, length)
+        test = tf.data.Dataset.from_tensor_slices(test_starts).batch(batch).map(
+            lambda s: windows(validation_ids, s, length))
+        return Splits(
+            train=train, validation=val.cache(), test=test.cache(), sample_batch=next(iter(val)),
+            steps_per_epoch=self.recipe["steps_per_epoch"],
+            names={"train": f"train (random windows of {length})",
+                   "validation": f"validation ({eval_batches} fixed random batches of {batch})",
+                   "test": f"validation (all {len(test_starts)} non-overlapping windows of {length})"},
+        )
 
-def evaluate_export(loaded, ds) -> dict:
-    """Mean next-character loss (nats and bits) of an exported model's `score` on text chunks."""
-    fn = loaded.signatures["score"]
-    total = tokens = 0.0
-    for chunks in ds:
-        out = fn(text=chunks)
-        total += float(tf.reduce_sum(out["loss"] * tf.cast(out["tokens"], tf.float32)))
-        tokens += float(tf.reduce_sum(out["tokens"]))
-    loss = total / max(tokens, 1.0)
-    return {"loss": loss, "bits_per_character": loss / np.log(2.0), "tokens": int(tokens)}
+    @override
+    def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
+        """AdamW, linear warmup then cosine decay to min_learning_rate, clipping; next-token cross-entropy."""
+        recipe = self.recipe
+        context = getattr(model, "context_size", None)
+        if context is not None and recipe["sequence_length"] > context:
+            raise UserError(f"sequence_length={recipe['sequence_length']} exceeds the model's context of {context}: "
+                            f"--set sequence_length={context} (or a larger block_size)")
+        schedule = warmup_cosine(recipe["learning_rate"], max(1, recipe["epochs"] * steps_per_epoch),
+                                 warmup_steps=recipe["warmup_steps"], final=recipe["min_learning_rate"])
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], beta_2=recipe["beta_2"],
+                                           global_clipnorm=recipe["clipnorm"])
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=bool(recipe["jit_compile"]))
+
+    @override
+    def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
+        """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
+        prompt = "".join(self.vocabulary[i] for i in np.asarray(sample_batch[0][0][:16]))
+        return [StepSummaries(f"{run_dir}/train"), SampleText(f"{run_dir}/validation", self.vocabulary, prompt)]
+
+    @override
+    def signatures(self, model: keras.Model) -> dict:
+        """`generate` (cached decoding), `generate_no_cache` (models with a context limit) and `score`."""
+        out = {"generate": generation_function(model, self.vocabulary), "score": score_function(model, self.vocabulary)}
+        if getattr(model, "context_size", None) is not None:
+            out["generate_no_cache"] = generation_function(model, self.vocabulary, use_cache=False)
+        return out
+
+    @override
+    def model_card(self, model: keras.Model) -> dict:
+        """The generation rules a client needs: context, truncation, caps, defaults."""
+        context = getattr(model, "context_size", None)
+        return {"generation": {
+            "context_tokens": context or MAX_PROMPT_TOKENS,
+            "prompt_truncation": "a prompt longer than the context keeps its last context_tokens characters "
+                                 "(truncated from the left); the output prompt_tokens says how many were read",
+            "empty_prompt": f"starts from {DEFAULT_PROMPT!r}",
+            "max_new_tokens": {"min": 0, "max": MAX_NEW_TOKENS},
+            "temperature": "> 0", "top_k": ">= 0; 0 or above the vocabulary size = the whole vocabulary",
+            "past_context": ("the key/value cache is rebuilt from the last context_tokens/2 tokens when full"
+                             if context else "the recurrent state carries the whole past"),
+            "invalid_input": "non-UTF-8 bytes or characters outside `labels`: INVALID_ARGUMENT",
+        }}
+
+    @override
+    def warmup_requests(self, sample_batch) -> WarmupRequests:
+        """A short generation and a score from the validation text, replayed before a version serves."""
+        text = "".join(self.vocabulary[i] for i in np.asarray(sample_batch[0][0]))
+        prompt = np.array([text[:8].encode("utf-8")], dtype=object)
+        return [("generate", {"prompt": prompt, "max_new_tokens": np.array([4], np.int32),
+                              "temperature": np.array([1.0], np.float32), "top_k": np.array([0], np.int32),
+                              "seed": np.array([0], np.int64)}),
+                ("score", {"text": np.array([text.encode("utf-8")], dtype=object)})]
+
+    @classmethod
+    @override
+    def load_evaluation(cls, dataset: str, split: str, *, batch_size: int, data_dir=None) -> tf.data.Dataset:
+        """The split's text in chunks of `EVAL_CHUNK_CHARS` characters, batched: what `evaluate_export` scores."""
+        text = split_text(data.builder(dataset, data_dir), split)
+        chunks = [text[i:i + EVAL_CHUNK_CHARS] for i in range(0, len(text), EVAL_CHUNK_CHARS)]
+        return tf.data.Dataset.from_tensor_slices([c for c in chunks if len(c) > 1]).batch(batch_size)
+
+    @classmethod
+    @override
+    def evaluate_export(cls, loaded, ds, card) -> dict:
+        """Mean next-character loss (nats and bits) of an exported model's `score` on text chunks."""
+        fn = loaded.signatures["score"]
+        total = tokens = 0.0
+        for chunks in ds:
+            out = fn(text=chunks)
+            total += float(tf.reduce_sum(out["loss"] * tf.cast(out["tokens"], tf.float32)))
+            tokens += float(tf.reduce_sum(out["tokens"]))
+        loss = total / max(tokens, 1.0)
+        return {"loss": loss, "bits_per_character": loss / np.log(2.0), "tokens": int(tokens)}

@@ -14,43 +14,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
 from pipelines import metrics
-from pipelines.tasks import image_classification
-from zoo import ModelSpec
+from pipelines.tasks.common import EpochSummaries, to_unit_range
+from pipelines.tasks.image_classification import ImageTask, decode_images
 
 SAMPLE_IMAGES = 8
-# The shared parts of image tasks: optimizer, image decoding, warmup requests.
-optimizer = image_classification.optimizer
-image_shape = image_classification.image_shape
-warmup_requests = image_classification.warmup_requests
-
-
-def preprocess(spec: ModelSpec, recipe: dict, training: bool):
-    """Batch mapper: uint8 images -> float32 in [0, 1]; masks -> int32 class ids [N, H, W]; random flips."""
-    augment = training and recipe.get("augment")
-
-    def fn(images, masks):
-        images, masks = tf.cast(images, tf.float32) / 255.0, tf.cast(masks, tf.int32)
-        if augment:  # the same flip for an image and its mask
-            flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
-            images, masks = tf.where(flip, images[:, :, ::-1], images), tf.where(flip, masks[:, :, ::-1], masks)
-        return images, masks[..., 0]
-
-    return fn
-
-
-def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """AdamW + warmup/cosine; per-pixel sparse cross-entropy; pixel accuracy and mean IoU."""
-    num_classes = model.output_shape[-1]
-    model.compile(
-        optimizer=optimizer(recipe, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"), metrics.MeanIoU(num_classes)],
-        jit_compile=bool(recipe["jit_compile"]),
-    )
-
-
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
                     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 190]], np.uint8)
 
@@ -60,67 +30,98 @@ def colorize(masks: np.ndarray) -> np.ndarray:
     return PALETTE[np.asarray(masks) % len(PALETTE)] / 255.0
 
 
-class SampleMasks(keras.callbacks.Callback):
+class SampleMasks(EpochSummaries):
     """Logs validation images beside their true and predicted masks, once per epoch."""
 
     def __init__(self, log_dir: str, images: np.ndarray, masks: np.ndarray):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        super().__init__(log_dir)
         self.images, self.masks = images, masks
 
-    def on_epoch_end(self, epoch, logs=None):
+    @override
+    def summarize(self):
         probabilities = self.model.predict(self.images, verbose=0)
         rows = [self.images, colorize(self.masks), colorize(np.argmax(probabilities, -1))]
-        with self.writer.as_default():
-            tf.summary.image("image | true mask | predicted mask", np.concatenate(rows, axis=2), step=epoch,
-                             max_outputs=len(self.images))
-        self.writer.flush()
+        tf.summary.image("image | true mask | predicted mask", np.concatenate(rows, axis=2),
+                         max_outputs=len(self.images))
 
 
-def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: sample images with true and predicted masks."""
-    images, masks = sample_batch
-    return [SampleMasks(f"{run_dir}/validation", np.asarray(images[:SAMPLE_IMAGES]),
-                        np.asarray(masks[:SAMPLE_IMAGES]))]
+class Segmentation(ImageTask):
+    """Per-pixel cross-entropy, pixel accuracy and mean IoU, mask summaries, two signatures (module doc)."""
 
+    name = "segmentation"
 
-def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
-    """`serving_default` (float images -> probabilities, mask) and `encoded_image` (bytes -> PNG mask, counts)."""
-    height, width, channels = image_shape(spec, hparams)
-    num_classes = model.output_shape[-1]
-    labels = tf.constant(list(spec.labels) or [str(i) for i in range(num_classes)])
+    @override
+    def preprocess(self, training: bool):
+        """Batch mapper: uint8 images -> float32 in [0, 1]; masks -> int32 class ids [N, H, W]; random flips."""
+        augment = training and self.recipe["augment"]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="image")])
-    def serving_default(image):
-        probabilities = model(image, training=False)
-        return {"probabilities": probabilities, "mask": tf.argmax(probabilities, -1, output_type=tf.int32)}
+        def fn(images, masks):
+            images, masks = to_unit_range(images), tf.cast(masks, tf.int32)
+            if augment:  # the same flip for an image and its mask
+                flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
+                images, masks = tf.where(flip, images[:, :, ::-1], images), tf.where(flip, masks[:, :, ::-1], masks)
+            return images, masks[..., 0]
 
-    def full_size_mask(args):
-        probabilities, size = args
-        mask = tf.argmax(tf.image.resize(probabilities, size), -1, output_type=tf.int32)
-        counts = tf.math.bincount(mask, minlength=num_classes, maxlength=num_classes)
-        return tf.io.encode_png(tf.cast(mask, tf.uint8)[..., None]), counts
+        return fn
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def encoded_image(image_bytes):
-        images, sizes = image_classification.decode_images(image_bytes, height, width, channels)
-        pngs, counts = tf.map_fn(full_size_mask, (model(images, training=False), sizes), fn_output_signature=(
-            tf.TensorSpec([], tf.string), tf.TensorSpec([num_classes], tf.int32)))
-        return {"mask_png_bytes": pngs, "class_pixel_counts": counts,
-                "class_labels": tf.tile(labels[None], [tf.shape(image_bytes)[0], 1])}
+    @override
+    def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
+        """AdamW + warmup/cosine; per-pixel sparse cross-entropy; pixel accuracy and mean IoU."""
+        model.compile(
+            optimizer=self.optimizer(steps_per_epoch),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+                     metrics.MeanIoU(model.output_shape[-1])],
+            jit_compile=bool(self.recipe["jit_compile"]),
+        )
 
-    return {"serving_default": serving_default, "encoded_image": encoded_image}
+    @override
+    def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
+        """TensorBoard extras: sample images with true and predicted masks."""
+        images, masks = sample_batch
+        return [SampleMasks(f"{run_dir}/validation", np.asarray(images[:SAMPLE_IMAGES]),
+                            np.asarray(masks[:SAMPLE_IMAGES]))]
 
+    @override
+    def signatures(self, model: keras.Model) -> dict:
+        """`serving_default` (float images -> probabilities, mask), `encoded_image` (bytes -> PNG mask, counts)."""
+        height, width, channels = self.image_shape
+        num_classes = model.output_shape[-1]
+        labels = tf.constant(list(self.run.labels) or [str(i) for i in range(num_classes)])
 
-def evaluate_export(loaded, ds) -> dict:
-    """Mean IoU and pixel accuracy of an exported model's `serving_default` on raw (image, mask) batches."""
-    fn = loaded.signatures["serving_default"]
-    confusion, examples = None, 0
-    for images, masks in ds:
-        out = fn(image=tf.cast(images, tf.float32) / 255.0)
-        batch = metrics.confusion_matrix(tf.cast(masks[..., 0], tf.int32), out["mask"], out["probabilities"].shape[-1])
-        confusion = batch if confusion is None else confusion + batch
-        examples += int(tf.shape(images)[0])
-    confusion = confusion.numpy()
-    return {"mean_iou": float(metrics.mean_iou(confusion)),
-            "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)), "examples": examples}
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="image")])
+        def serving_default(image):
+            probabilities = model(image, training=False)
+            return {"probabilities": probabilities, "mask": tf.argmax(probabilities, -1, output_type=tf.int32)}
+
+        def full_size_mask(args):
+            probabilities, size = args
+            mask = tf.argmax(tf.image.resize(probabilities, size), -1, output_type=tf.int32)
+            counts = tf.math.bincount(mask, minlength=num_classes, maxlength=num_classes)
+            return tf.io.encode_png(tf.cast(mask, tf.uint8)[..., None]), counts
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def encoded_image(image_bytes):
+            images, sizes = decode_images(image_bytes, height, width, channels)
+            pngs, counts = tf.map_fn(full_size_mask, (model(images, training=False), sizes), fn_output_signature=(
+                tf.TensorSpec([], tf.string), tf.TensorSpec([num_classes], tf.int32)))
+            return {"mask_png_bytes": pngs, "class_pixel_counts": counts,
+                    "class_labels": tf.tile(labels[None], [tf.shape(image_bytes)[0], 1])}
+
+        return {"serving_default": serving_default, "encoded_image": encoded_image}
+
+    @classmethod
+    @override
+    def evaluate_export(cls, loaded, ds, card) -> dict:
+        """Mean IoU and pixel accuracy of an exported model's `serving_default` on raw (image, mask) batches."""
+        fn = loaded.signatures["serving_default"]
+        confusion, examples = None, 0
+        for images, masks in ds:
+            out = fn(image=to_unit_range(images))
+            batch = metrics.confusion_matrix(tf.cast(masks[..., 0], tf.int32), out["mask"],
+                                             out["probabilities"].shape[-1])
+            confusion = batch if confusion is None else confusion + batch
+            examples += int(tf.shape(images)[0])
+        confusion = confusion.numpy()
+        return {"mean_iou": float(metrics.mean_iou(confusion)),
+                "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)), "examples": examples}

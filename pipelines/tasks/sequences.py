@@ -1,10 +1,14 @@
-"""What the text and sequence tasks share: raw strings in, checked in the graph; the optimizer; exact counts."""
+"""What the text and sequence tasks share: raw strings in, checked in the graph; the optimizer; exact counts.
+
+Text tasks feed the model raw strings (tokenization is part of the model): no preprocess hook."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import keras
 import tensorflow as tf
+
+from pipelines.tasks.common import warmup_cosine
 
 
 def checked_text(text: tf.Tensor, *, max_chars: int | None = None, name: str = "text") -> tf.Tensor:
@@ -25,16 +29,10 @@ def checked_text(text: tf.Tensor, *, max_chars: int | None = None, name: str = "
         return tf.identity(text)
 
 
-def preprocess(spec, recipe: dict, training: bool) -> None:
-    """None: text tasks feed the model raw strings (tokenization is part of the model)."""
-    return None
-
-
-def cosine_adamw(recipe: dict, steps_per_epoch: int, **kwargs) -> keras.optimizers.AdamW:
+def cosine_adamw(recipe: Mapping, steps_per_epoch: int, **kwargs) -> keras.optimizers.AdamW:
     """AdamW at the recipe's learning rate and weight decay, cosine-decayed to 0 over the run."""
-    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"],
-                                                      decay_steps=max(1, recipe["epochs"] * steps_per_epoch))
-    return keras.optimizers.AdamW(schedule, weight_decay=recipe["weight_decay"], **kwargs)
+    return keras.optimizers.AdamW(warmup_cosine(recipe["learning_rate"], max(1, recipe["epochs"] * steps_per_epoch)),
+                                  weight_decay=recipe["weight_decay"], **kwargs)
 
 
 def share_right(ds: tf.data.Dataset, predict: Callable[[tf.Tensor], tf.Tensor]) -> dict:

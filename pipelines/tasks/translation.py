@@ -10,13 +10,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
-from pipelines.tasks import sequences
-from pipelines.tasks.sequences import checked_text
-from zoo import ModelSpec
+from pipelines.tasks.base import Task, WarmupRequests
+from pipelines.tasks.common import EpochSummaries
+from pipelines.tasks.sequences import checked_text, cosine_adamw, share_right
 
 SAMPLES = 8
-preprocess = sequences.preprocess
 
 
 class ExactMatch(keras.metrics.MeanMetricWrapper):
@@ -35,55 +35,63 @@ class ExactMatch(keras.metrics.MeanMetricWrapper):
         return keras.ops.cast(keras.ops.all(right | (y_true == 0), axis=-1), "float32")
 
 
-def compile(model: keras.Model, spec: ModelSpec, recipe: dict, steps_per_epoch: int) -> None:
-    """AdamW with cosine decay over the run; cross-entropy over unpadded tokens; token accuracy, exact match."""
-    model.compile(optimizer=sequences.cosine_adamw(recipe, steps_per_epoch, clipnorm=1.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")],
-                  metrics=[ExactMatch()], jit_compile=bool(recipe["jit_compile"]))
-
-
-class TranslationSamples(keras.callbacks.Callback):
+class TranslationSamples(EpochSummaries):
     """Logs greedy translations of validation sources beside their targets, once per epoch."""
 
     def __init__(self, log_dir: str, sources: np.ndarray, targets: np.ndarray):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
+        super().__init__(log_dir)
         self.sources, self.targets = tf.constant(sources), targets
 
-    def on_epoch_end(self, epoch, logs=None):
+    @override
+    def summarize(self):
         translations = self.model.translate(self.sources).numpy()
         rows = ["| source | translation | target |", "|---|---|---|"] + [
             f"| {s.decode()} | {t.decode()} | {y.decode()} |"
             for s, t, y in zip(self.sources.numpy(), translations, self.targets, strict=True)]
-        with self.writer.as_default():
-            tf.summary.text("translations", "\n".join(rows), step=epoch)
-        self.writer.flush()
+        tf.summary.text("translations", "\n".join(rows))
 
 
-def callbacks(spec: ModelSpec, run_dir: str, sample_batch) -> list[keras.callbacks.Callback]:
-    """TensorBoard extras: sample translations per epoch."""
-    sources, targets = sample_batch
-    return [TranslationSamples(f"{run_dir}/validation", np.asarray(sources[:SAMPLES]), np.asarray(targets[:SAMPLES]))]
+class Translation(Task):
+    """(source, target) string pairs, teacher-forced cross-entropy, exact match, `translate` (module doc)."""
 
+    name = "translation"
+    recipe_defaults = {"weight_decay": 1e-4}
 
-def signatures(model: keras.Model, spec: ModelSpec, hparams: dict) -> dict:
-    """`translate` (= `serving_default`): strings -> greedy translations."""
+    @override
+    def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
+        """AdamW with cosine decay over the run; cross-entropy over unpadded tokens; token accuracy, exact match."""
+        model.compile(optimizer=cosine_adamw(self.recipe, steps_per_epoch, clipnorm=1.0),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")],
+                      metrics=[ExactMatch()], jit_compile=bool(self.recipe["jit_compile"]))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def translate(text):
-        return {"translation": model.translate(checked_text(text, max_chars=hparams["max_source_chars"]))}
+    @override
+    def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
+        """TensorBoard extras: sample translations per epoch."""
+        sources, targets = sample_batch
+        return [TranslationSamples(f"{run_dir}/validation", np.asarray(sources[:SAMPLES]),
+                                   np.asarray(targets[:SAMPLES]))]
 
-    return {"serving_default": translate, "translate": translate}
+    @override
+    def signatures(self, model: keras.Model) -> dict:
+        """`translate` (= `serving_default`): strings -> greedy translations."""
+        max_chars = self.hparams["max_source_chars"]
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def translate(text):
+            return {"translation": model.translate(checked_text(text, max_chars=max_chars))}
 
-def warmup_requests(spec: ModelSpec, sample_batch) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Four real validation sources for `translate`."""
-    return [("translate", {"text": np.asarray(sample_batch[0][:4], dtype=object)})]
+        return {"serving_default": translate, "translate": translate}
 
+    @override
+    def warmup_requests(self, sample_batch) -> WarmupRequests:
+        """Four real validation sources for `translate`."""
+        return [("translate", {"text": np.asarray(sample_batch[0][:4], dtype=object)})]
 
-def evaluate_export(loaded, ds) -> dict:
-    """Exact-match accuracy of the exported `translate` on raw (source, target) string batches."""
-    fn = loaded.signatures["translate"]
-    result = sequences.share_right(ds, lambda text: fn(text=text)["translation"])
-    return {"exact_match": result["share"], "examples": result["examples"]}
+    @classmethod
+    @override
+    def evaluate_export(cls, loaded, ds, card) -> dict:
+        """Exact-match accuracy of the exported `translate` on raw (source, target) string batches."""
+        fn = loaded.signatures["translate"]
+        result = share_right(ds, lambda text: fn(text=text)["translation"])
+        return {"exact_match": result["share"], "examples": result["examples"]}
