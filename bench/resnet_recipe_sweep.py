@@ -152,7 +152,9 @@ def run(cfg):
 
 
 def report() -> None:
-    """Render the recorded runs (one JSON object a line) as a markdown table, best flip-averaged first."""
+    """Render the recorded runs (one JSON object a line) as a markdown table, best validation accuracy first, and
+    the recipe chosen by the rule stated before looking: the highest validation accuracy (the test columns are
+    shown, not used; bench/resnet_seeds.py measures the chosen recipe's test accuracy once, over seeds)."""
     with open(RESULTS + ".jsonl") as f:
         runs = [json.loads(line) for line in f if line.strip()]
     keys = ("optimizer", "learning_rate", "weight_decay", "batch_size", "epochs", "depth", "erase",
@@ -162,21 +164,34 @@ def report() -> None:
     lines = ["# resnet recipe search", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              "Recorded runs: 2026-11-23 on one NVIDIA H100 (Keras 3.15.1 on JAX, XLA-compiled steps, 5-7 runs "
              "sharing the GPU at a time); each 30-epoch run took 3-4 minutes there. Only Fashion-MNIST's test split "
-             "is scored; rows are sorted by flip-averaged test accuracy.", "",
+             "is scored; rows are sorted by validation accuracy (train[90%:], 6,000 images), the only column the "
+             "choice reads.", "",
              "| run | " + " | ".join(keys) + " | val acc | test acc | test acc, flip-averaged |",
              "|---|" + "---|" * (len(keys) + 3)]
-    for r in sorted(runs, key=lambda r: -r["test_flip_tta"]):
+    ranked = sorted(runs, key=lambda r: -r["val"])
+    for r in ranked:
         cells = [str(r.get(k, defaults.get(k, "-"))) for k in keys]
         scores = f"{r['val']:.4f} | {r['test']:.4f} | {r['test_flip_tta']:.4f}"
         lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {scores} |")
+    best = ranked[0]
+    se = float(np.sqrt(best["val"] * (1 - best["val"]) / 6000))
+    close = [r["name"] for r in ranked if best["val"] - r["val"] <= se]
+    lines += ["", f"**Chosen by validation**: `{best['name']}` "
+              f"({json.dumps({k: best.get(k, defaults.get(k)) for k in keys if k != 'seed'})}), validation accuracy "
+              f"{best['val']:.4f}, by the rule: the highest validation accuracy; "
+              f"{len(close)} runs lie within one standard error ({se:.4f}) of it ({', '.join(close)}), so the "
+              "validation split cannot tell them apart and the choice among them is the rule's, not a finding. An "
+              "earlier version of this report ranked the runs by test accuracy and picked `sgd`: that choice read "
+              "the test split, and is withdrawn. The chosen recipe's test accuracy, measured once over 3 seeds on "
+              "the CPU pipeline, is in bench/results/resnet-seeds.md."]
     groups = {}
     for r in runs:
         groups.setdefault(json.dumps({k: v for k, v in r.items() if k in keys and k != "seed"}, sort_keys=True),
                           []).append(r)
-    lines += ["", "Configurations run with several seeds (test accuracy: each seed's, then the mean):", ""]
+    lines += ["", "Configurations run with several seeds (each seed's accuracy, then the mean):", ""]
     for config, group in groups.items():
         if len(group) > 1:
-            for key in ("test", "test_flip_tta"):
+            for key in ("val", "test", "test_flip_tta"):
                 each = ", ".join(f"{r[key]:.4f}" for r in group)
                 lines.append(f"- `{config}` {key}: {each}; mean {np.mean([r[key] for r in group]):.4f}")
     with open(RESULTS + ".md", "w") as f:

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import data, paths, train
+from pipelines.tasks.common import to_unit_range
 from serving import client, launch
 from zoo.labels import FASHION_MNIST_LABELS
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = client.RestClient("127.0.0.1", server.rest_port)
         grpc = client.GrpcClient("127.0.0.1", server.grpc_port)
         by_rest = rest.predict("cnn", {"image_bytes": png}, signature_name="encoded_image")["top_k_ids"][:, 0]
-        by_grpc = np.argmax(grpc.predict("cnn", {"image": images.astype(np.float32) / 255.0})["probabilities"], -1)
+        by_grpc = np.argmax(grpc.predict("cnn", {"image": to_unit_range(images).numpy()})["probabilities"], -1)
 
         print("== 3/3 predictions (REST: PNG bytes -> encoded_image; gRPC: float tensor -> serving_default)")
         print(f"   {'#':>3}  {'true':12s} {'REST':12s} {'gRPC':12s}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
+from typing_extensions import override
 
 from pipelines import config as run_config
 from pipelines import export as exporter
@@ -37,6 +38,25 @@ class RunResult:
     metrics: dict
     export_dir: Path | None
     config: RunConfig
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback at update_freq="epoch" without its per-batch work: Keras 3 still converts and
+    writes every batch's logs as `batch_*` scalars (to no writer) at every step. The model graph is written once."""
+
+    def __init__(self, log_dir: str):
+        super().__init__(log_dir, update_freq="epoch")
+        self.graph_written = False
+
+    @override
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+    @override
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.graph_written:  # the graph only: no logs, so no batch scalars
+            super().on_train_batch_end(batch, None)
+            self.graph_written = True
 
 
 def make_run_id() -> str:
@@ -99,7 +119,7 @@ def train(
     hp_values.update({f"train.{k}": _hp_value(v) for k, v in recipe.items()})
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.TensorBoard(str(run_dir), update_freq="epoch"),
+        EpochTensorBoard(str(run_dir)),
         hp.KerasCallback(str(run_dir / "validation"), hp_values, trial_id=run_id),
         keras.callbacks.ModelCheckpoint(str(paths.checkpoint_pattern(run_dir)), save_weights_only=True),
         *task.callbacks(run_dir, splits.sample_batch),

@@ -17,6 +17,11 @@ def to_unit_range(images) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
+def to_pixels(images) -> tf.Tensor:
+    """The inverse of `to_unit_range`: floats in [0, 1] (clipped) -> uint8 pixels, e.g. to encode a PNG."""
+    return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
+
+
 def warmup_cosine(peak: float, total_steps: int, *, warmup_steps: int = 0,
                   final: float = 0.0) -> keras.optimizers.schedules.LearningRateSchedule:
     """Linear warmup from 0 to `peak` over `warmup_steps`, then cosine decay to `final` at `total_steps`."""

@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from pipelines.errors import UserError
 from pipelines.tasks.base import Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, to_unit_range, warmup_cosine
+from pipelines.tasks.common import EpochSummaries, to_pixels, to_unit_range, warmup_cosine
 from zoo.applications import BACKBONE
 
 TOP_K = 3
@@ -181,8 +181,7 @@ class ImageTask(Task):
     def warmup_requests(self, sample_batch) -> WarmupRequests:
         """Real examples for both signatures, replayed by the server before a version goes AVAILABLE."""
         images = np.asarray(sample_batch[0][:4], dtype=np.float32)
-        encoded = np.array([tf.io.encode_png(tf.cast(tf.round(im * 255.0), tf.uint8)).numpy() for im in images],
-                           dtype=object)
+        encoded = np.array([tf.io.encode_png(to_pixels(im)).numpy() for im in images], dtype=object)
         return [("serving_default", {"image": images}), ("encoded_image", {"image_bytes": encoded})]
 
 

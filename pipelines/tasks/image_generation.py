@@ -29,7 +29,7 @@ from typing_extensions import override
 
 from pipelines import data, fid
 from pipelines.tasks.base import VALIDATION_SPLIT, Splits, Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, to_unit_range
+from pipelines.tasks.common import EpochSummaries, to_pixels, to_unit_range
 from pipelines.tasks.image_classification import grid
 
 MAX_COUNT = 256  # images per request: bounds a request's memory
@@ -42,7 +42,7 @@ def add_noise(images: tf.Tensor, stddev: float, training: bool) -> tf.Tensor:
     if training:
         noise = tf.random.normal(tf.shape(images), stddev=stddev)
     else:
-        seed = tf.stack([tf.cast(tf.reduce_sum(images * 255.0), tf.int64), 0])
+        seed = tf.stack([tf.reduce_sum(tf.cast(to_pixels(images), tf.int64)), 0])
         noise = tf.random.stateless_normal(tf.shape(images), seed, stddev=stddev)
     return tf.clip_by_value(images + noise, 0.0, 1.0)
 
@@ -111,8 +111,8 @@ class GenerativeSummaries(EpochSummaries):
 
 def image_outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
     """{"images": float [N, H, W, C] in [0, 1], "png_bytes": string [N]}."""
-    pixels = tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
-    return {"images": images, "png_bytes": tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)}
+    pngs = tf.map_fn(tf.io.encode_png, to_pixels(images), fn_output_signature=tf.string)
+    return {"images": images, "png_bytes": pngs}
 
 
 def checked(tensor: tf.Tensor, condition: tf.Tensor, message: str) -> tf.Tensor:
