@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,12 +84,18 @@ def row(f: dict) -> str:
             f"{e['seasonal_naive_mae']:.3f} (period {e['period']}); beats it: {verdict} | {cost} |")
 
 
+def git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                          capture_output=True, text=True).stdout.strip()
+
+
 def write(figures: list[dict], command: str) -> None:
     """bench/results/text_models.md: the table, then every run's configuration and metrics."""
     lines = [
         "# Text and sequence models: quality",
         "",
-        f"Command: `{command}` (under `nice -n 15`, 2 shared CPU cores, {platform.processor() or platform.machine()}, "
+        f"Command: `{command}` · commit {git_commit()}",
+        f"(under `nice -n 15`, 2 shared CPU cores, {platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "Each case trained by `pipelines.train` with the model's default recipe (overrides: its run below), exported,",
         "and evaluated through the exported SavedModel's signature on the test split (`tfzoo evaluate`). CPU minutes:",

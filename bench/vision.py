@@ -142,6 +142,8 @@ def run(config: str) -> dict:
         "command": f"tfzoo train {model} {sets}".strip() + f"   # or: .venv/bin/python bench/vision.py {config}",
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (shared)",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": __import__("subprocess").run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                               text=True).stdout.strip(),
     }
 
 
@@ -184,7 +186,8 @@ def report(records: dict) -> str:
     lines += ["", "## Recipes and commands", ""]
     for r in records.values():
         recipe = r["recipe"]
-        lines += [f"### {r['config']} ({r['date']}, {r['machine']})", "",
+        lines += [f"### {r['config']} ({r['date']}, {r['machine']}, commit "
+                  f"{r.get('commit', 'not recorded: measured before commits were recorded')})", "",
                   f"- command: `{r['command']}`",
                   f"- splits: train `{r['splits']['train']}`, validation `{r['splits']['validation']}`, "
                   f"test `{r['splits']['test']}`",

@@ -59,6 +59,15 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
             self.graph_written = True
 
 
+def repeating(dataset: tf.data.Dataset | None) -> tuple[tf.data.Dataset | None, int | None]:
+    """A finite dataset of known length as (dataset.repeat(), its length): the same batches in the same order
+    every epoch, from one iterator; anything else as it is (None steps: Keras reads it to its end)."""
+    if dataset is None:
+        return None, None
+    length = int(dataset.cardinality())
+    return (dataset.repeat(), length) if length > 0 else (dataset, None)
+
+
 def make_run_id() -> str:
     """A sortable, unique run id: UTC timestamp plus process id."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
@@ -131,11 +140,14 @@ def train(
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe["early_stopping_patience"],
                                                        restore_best_weights=True))
 
+    validation, validation_steps = repeating(splits.validation)
     start = time.perf_counter()
-    # The train pipeline repeats: one iterator for the whole run, `steps_per_epoch` batches an epoch.
+    # One iterator for the whole run on both pipelines (`steps_per_epoch` and `validation_steps` batches an
+    # epoch): a new iterator per epoch costs a pause at every boundary while the last one's tf.data threads stop.
     # shuffle=False: the tf.data pipeline already reshuffles; Keras cannot shuffle a Dataset.
-    history = model.fit(splits.train, validation_data=splits.validation, epochs=recipe["epochs"],
-                        steps_per_epoch=splits.steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=verbose)
+    history = model.fit(splits.train, validation_data=validation, validation_steps=validation_steps,
+                        epochs=recipe["epochs"], steps_per_epoch=splits.steps_per_epoch, shuffle=False,
+                        callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
     test = model.evaluate(splits.test, return_dict=True, verbose=0)
 
