@@ -20,6 +20,7 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, input_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import config as config_lib
 from serving.server import servable as servable_lib
 from serving.server.batching import BatchingOptions, BatchScheduler
 from serving.server.errors import ServingError, invalid, not_found
@@ -48,6 +49,7 @@ class Options:
     saved_model_tags: str = "serve"
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_config_file: str = ""
     allow_version_labels_for_unavailable_models: bool = False
     batching: BatchingOptions | None = None
     metrics: Metrics | None = None
@@ -69,10 +71,13 @@ class ServerCore:
 
     def __init__(self, options: Options):
         self.options = options
-        self.session_config = config_pb2.ConfigProto(
-            intra_op_parallelism_threads=options.tensorflow_intra_op_parallelism,
-            inter_op_parallelism_threads=options.tensorflow_inter_op_parallelism,
-        )
+        # --tensorflow_session_config_file, with the thread flags over it when they are set (TF Serving's rule).
+        self.session_config = (config_lib.read_text(options.tensorflow_session_config_file, config_pb2.ConfigProto)
+                               if options.tensorflow_session_config_file else config_pb2.ConfigProto())
+        if options.tensorflow_intra_op_parallelism:
+            self.session_config.intra_op_parallelism_threads = options.tensorflow_intra_op_parallelism
+        if options.tensorflow_inter_op_parallelism:
+            self.session_config.inter_op_parallelism_threads = options.tensorflow_inter_op_parallelism
         self.manager = Manager(self._load, self._warmup, max_num_load_retries=options.max_num_load_retries,
                                load_retry_interval_seconds=options.load_retry_interval_micros / 1e6)
         self.source = FileSystemSource(self.manager.set_aspired_versions, options.file_system_poll_wait_seconds)
@@ -171,7 +176,7 @@ class ServerCore:
         """
         config = config_pb2.ConfigProto()
         config.CopyFrom(self.session_config)
-        config.session_inter_op_thread_pool.add(num_threads=self.options.tensorflow_inter_op_parallelism,
+        config.session_inter_op_thread_pool.add(num_threads=self.session_config.inter_op_parallelism_threads,
                                                 global_name=f"tfzoo-model:{name}")
         return config
 

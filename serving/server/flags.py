@@ -91,6 +91,39 @@ def build_parser() -> argparse.ArgumentParser:
     flag("monitoring_config_file", str, "", "If non-empty, read an ascii MonitoringConfig protobuf from the "
                                             "supplied file name")
     flag("version", bool, False, "Display version")
+    # The rest of tensorflow_model_server's flags (main.cc / server.h defaults). HONOURED, ACCEPTED (logged: they
+    # concern hardware or builds this server does not have) and REFUSED_VALUES below say what each one does here.
+    flag("enable_signature_method_name_check", bool, False,
+         "Enable method_name check for SignatureDef. Disable this if serving native TF2 regression/classification "
+         "models.")
+    flag("enable_grpc_healthcheck_service", bool, True,
+         "Enable the standard gRPC healthcheck service (grpc.health.v1). TF Serving's default is false; "
+         "tfzoo-model-server's is true (shared/SERVING.md): =false turns it off.")
+    flag("enable_profiler", bool, True, "Enable profiler service.")
+    flag("enable_per_model_batching_parameters", bool, False,
+         "Enables model specific batching params read from `batching_params.pbtxt` in the SavedModel dir.")
+    flag("enable_serialization_as_tensor_content", bool, False,
+         "Enable serialization of predict response as tensor content (default: the repeated *_val fields).")
+    flag("num_load_threads", int, 0, "The number of threads in the thread-pool used to load servables. If set "
+                                     "as 0, servable loads are performed serially.")
+    flag("num_unload_threads", int, 0, "The number of threads in the thread-pool used to unload servables.")
+    flag("remove_unused_fields_from_bundle_metagraph", bool, True,
+         "Removes unused fields from MetaGraphDef proto message to save memory.")
+    flag("prefer_tflite_model", bool, False, "Prefer TensorFlow Lite model from `model.tflite` file in SavedModel "
+                                             "directory, instead of the TensorFlow model from `saved_model.pb`.")
+    flag("num_tflite_pools", int, CPUS, "Number of TFLite interpreter pools of a TfLiteSession.")
+    flag("num_tflite_interpreters_per_pool", int, 1, "Number of TFLite interpreters in an interpreter pool.")
+    flag("tensorflow_session_config_file", str, "",
+         "If non-empty, read an ascii TensorFlow Session ConfigProto protobuf from the supplied file name. Parts "
+         "of it (threads, parallelism) are overridden by the corresponding command line flags.")
+    flag("thread_pool_factory_config_file", str, "",
+         "If non-empty, read an ascii ThreadPoolConfig protobuf from the supplied file name.")
+    flag("mixed_precision", str, "", "specify mixed_precision mode")
+    flag("xla_cpu_compilation_enabled", bool, False, "Enable XLA:CPU JIT (default is disabled).")
+    flag("xla_gpu_compilation_enabled", bool, False, "Enable both XLA:CPU JIT and XLA:GPU JIT (default is "
+                                                     "disabled).")
+    flag("skip_initialize_tpu", bool, False, "Whether to skip auto initializing TPU.")
+    flag("use_alts_credentials", bool, False, "Use Google ALTS credentials")
     # tfzoo-model-server's own bounds (TF Serving has no such flags): see serving/server/execution.py.
     limits = Limits()
     flag("max_request_bytes", int, limits.max_request_bytes,
@@ -122,6 +155,49 @@ REFUSED = {
     "per_process_gpu_memory_fraction": 0,
     "tensorflow_session_parallelism": 0,
 }
+# Values whose behaviour this server would silently not give: refused, with the reason.
+REFUSED_VALUES = {
+    ("prefer_tflite_model", True): "serving model.tflite files is not implemented yet (the model-compression "
+                                   "issue); remove the flag to serve the SavedModel",
+    ("enable_per_model_batching_parameters", True): "per-model batching_params.pbtxt is not implemented yet; use "
+                                                    "--batching_parameters_file",
+    ("use_alts_credentials", True): "ALTS (Google's Application Layer Transport Security) is not available: use "
+                                    "--ssl_config_file for TLS",
+}
+# Flags whose every value is accepted and only logged: they tune what this server does not have (a TFLite runtime
+# until the compression issue, TPUs, GPUs, C++ thread-pool factories, the C++ MetaGraphDef kept in memory,
+# load/unload thread pools: versions load one at a time here) or, for XLA, a compilation this server always does.
+ACCEPTED = {
+    "num_tflite_pools": "no TFLite runtime is served yet",
+    "num_tflite_interpreters_per_pool": "no TFLite runtime is served yet",
+    "skip_initialize_tpu": "there is no TPU",
+    "xla_gpu_compilation_enabled": "there is no GPU here",
+    "thread_pool_factory_config_file": "C++ thread-pool factories do not exist in this server; each model has "
+                                       "its own threads (--model_threads)",
+    "remove_unused_fields_from_bundle_metagraph": "the MetaGraphDef is not kept in memory after loading",
+    "num_load_threads": "versions load one at a time",
+    "num_unload_threads": "versions unload one at a time",
+    "enable_profiler": "TensorFlow's profiler service is not registered on the gRPC port yet",
+    "xla_cpu_compilation_enabled": "XLA-compiled (jit_compile) functions always compile here; TF Serving refuses "
+                                   "them unless this is true",
+    "enable_signature_method_name_check": "Classify and Regress always check the signature's method_name here "
+                                          "(TF Serving's check=true behaviour); native TF2 signatures are "
+                                          "served by Predict",
+}
+
+
+def notes(args: argparse.Namespace) -> list[str]:
+    """What the server logs at start-up about the ACCEPTED flags set away from their defaults (and the
+    defaults whose TF Serving behaviour differs here)."""
+    defaults = vars(build_parser().parse_args([]))
+    out = [f"--{name}={getattr(args, name)} is accepted and has no effect here: {why}"
+           for name, why in ACCEPTED.items() if getattr(args, name) != defaults[name]]
+    if args.enable_profiler:
+        out.append("--enable_profiler (on by default, as in TF Serving): " + ACCEPTED["enable_profiler"])
+    if not args.enable_signature_method_name_check:
+        out.append("--enable_signature_method_name_check=false (TF Serving's default): "
+                   + ACCEPTED["enable_signature_method_name_check"])
+    return out
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -132,6 +208,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) != default:
             parser.error(f"--{name} is not supported by tfzoo-model-server; remove it, or use the real "
                          "tensorflow_model_server")
+    for (name, value), why in REFUSED_VALUES.items():
+        if getattr(args, name) == value:
+            parser.error(f"--{name}={str(value).lower()} is not supported by tfzoo-model-server: {why}")
+    if args.mixed_precision:
+        parser.error(f"--mixed_precision={args.mixed_precision} is not supported by tfzoo-model-server: it would "
+                     "serve float32 where bfloat16 was asked; remove the flag")
     if args.batching_parameters_file and not args.enable_batching:
         parser.error("--batching_parameters_file is set without --enable_batching: batching parameters are "
                      "only used with --enable_batching=true")

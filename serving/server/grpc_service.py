@@ -104,7 +104,15 @@ def _model_name(request) -> str:
 
 
 class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, Classify, Regress, MultiInference, GetModelMetadata."""
+    """Predict, Classify, Regress, MultiInference, GetModelMetadata.
+
+    Predict's output tensors are written in their repeated `*_val` fields, or, with `tensor_content`
+    (--enable_serialization_as_tensor_content), as raw bytes, as TF Serving writes them.
+    """
+
+    def __init__(self, core: ServerCore, tensor_content: bool = False):
+        super().__init__(core)
+        self.tensor_content = tensor_content
 
     async def aio_Predict(self, request: predict_pb2.PredictRequest, mailbox: Mailbox):
         """Predict on the event loop: decode and validate, queue the run on the model's queue (or in a
@@ -136,7 +144,7 @@ class PredictionService(Servicer, prediction_service_pb2_grpc.PredictionServiceS
                     error = ServingError(grpc.StatusCode.CANCELLED, "The call was cancelled before its model ran")
                 else:
                     response = predict_response(spec, servable.version, signature,
-                                                dict(zip(aliases, done.result(), strict=True)))
+                                                dict(zip(aliases, done.result(), strict=True)), self.tensor_content)
             except Exception as e:
                 error = serving_error(e, "Predict")
             finally:
@@ -216,11 +224,13 @@ def predict_inputs(request: predict_pb2.PredictRequest, max_elements: int,
     return {alias: tensors.to_ndarray(proto, f"input {alias}") for alias, proto in request.inputs.items()}
 
 
-def predict_response(spec: ModelSpec, version: int, signature, outputs: dict) -> predict_pb2.PredictResponse:
+def predict_response(spec: ModelSpec, version: int, signature, outputs: dict,
+                     tensor_content: bool = False) -> predict_pb2.PredictResponse:
     """A PredictResponse carrying `outputs` (alias -> array) in the signature's dtypes."""
     response = predict_pb2.PredictResponse(model_spec=response_spec(spec.name, version, signature.name))
     for alias, array in outputs.items():
-        response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array, signature.outputs[alias].dtype))
+        response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array, signature.outputs[alias].dtype,
+                                                                 as_content=tensor_content))
     return response
 
 

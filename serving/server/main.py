@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except config_lib.ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    for note in flags.notes(args):
+        log.info(note)
     if args.server_processes > 1 and not os.environ.get(processes.PROCESS_ENV):
         return processes.supervise(sys.argv[1:] if argv is None else argv, args.server_processes)
     done = threading.Event()
@@ -58,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from serving.server.model_server import ModelServer
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TF1 loader deprecation notices
-    server = ModelServer(args, config)
+    try:
+        server = ModelServer(args, config)
+    except config_lib.ConfigError as e:  # --tensorflow_session_config_file, parsed once TensorFlow is loaded
+        print(e, file=sys.stderr)
+        return 1
     try:
         server.start()
     except (ServingError, OSError, ValueError) as e:

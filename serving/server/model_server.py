@@ -62,6 +62,7 @@ class ModelServer:
             saved_model_tags=args.saved_model_tags,
             tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+            tensorflow_session_config_file=args.tensorflow_session_config_file,
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
             limits=flags.limits(args),
         ))
@@ -97,10 +98,12 @@ class ModelServer:
                    *channel_arguments(args.grpc_channel_arguments)]
         self.grpc_server = AioGrpcServer(options, pool)
         server = self.grpc_server.server
-        services = [AioServicer(service, pool) for service in (PredictionService(self.core), ModelService(self.core))]
+        prediction = PredictionService(self.core, tensor_content=args.enable_serialization_as_tensor_content)
+        services = [AioServicer(service, pool) for service in (prediction, ModelService(self.core))]
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(services[0], server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(services[1], server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if args.enable_grpc_healthcheck_service:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if args.port:
             address = f"0.0.0.0:{args.port}"
             if self.startup.ssl is not None:

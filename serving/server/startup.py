@@ -31,6 +31,8 @@ class StartupConfig:
 def read(args: argparse.Namespace) -> StartupConfig:
     """Read and validate every config file the flags name; raise ConfigError with TF Serving's message."""
     models, text = _models(args)
+    if args.tensorflow_session_config_file:  # parsed by the core, once TensorFlow (its ConfigProto) is loaded
+        config_lib.read_file(args.tensorflow_session_config_file)
     return StartupConfig(models, text, _batching(args), _prometheus_path(args),
                          config_lib.read_text(args.ssl_config_file, SSLConfig) if args.ssl_config_file else None)
 

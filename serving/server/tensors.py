@@ -101,8 +101,11 @@ def to_ndarray(proto: tensor_pb2.TensorProto, what: str = "tensor") -> np.ndarra
     return array.reshape(shape)
 
 
-def to_tensor_proto(array: np.ndarray, dtype_enum: int | None = None) -> tensor_pb2.TensorProto:
-    """Encode an array as a TensorProto (tensor_content for numbers, string_val for strings)."""
+def to_tensor_proto(array: np.ndarray, dtype_enum: int | None = None, *,
+                    as_content: bool = False) -> tensor_pb2.TensorProto:
+    """Encode an array as TF Serving encodes a response tensor: strings in `string_val`; numbers in their
+    repeated `*_val` field (TensorFlow's AsProtoField), or, with `as_content`
+    (--enable_serialization_as_tensor_content), as raw bytes in `tensor_content` (AsProtoTensorContent)."""
     array = np.asarray(array)
     proto = tensor_pb2.TensorProto(
         tensor_shape=tensor_shape_pb2.TensorShapeProto(
@@ -114,7 +117,18 @@ def to_tensor_proto(array: np.ndarray, dtype_enum: int | None = None) -> tensor_
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
         return proto
     proto.dtype = dtype_enum or tf.dtypes.as_dtype(array.dtype).as_datatype_enum
-    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    array = np.ascontiguousarray(array, dtype=np_dtype(proto.dtype))
+    if as_content:
+        proto.tensor_content = array.tobytes()
+        return proto
+    field = _VALUE_FIELD[proto.dtype]
+    if field == "half_val":  # the 16-bit patterns, in int32s
+        values = array.view(np.uint16).ravel()
+    elif array.dtype.kind == "c":  # (real, imaginary) pairs
+        values = array.view(np.float32 if array.dtype.itemsize == 8 else np.float64).ravel()
+    else:
+        values = array.ravel()
+    getattr(proto, field).extend(values.tolist())
     return proto
 
 

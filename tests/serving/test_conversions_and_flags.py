@@ -238,6 +238,63 @@ def test_flags_have_tf_servings_defaults():
     assert args.allow_version_labels_for_unavailable_models is False
 
 
+# The rest of tensorflow_model_server's flags, with TF Serving's defaults (main.cc / server.h); tfzoo's one
+# deliberate difference: the gRPC health service is on by default (shared/SERVING.md).
+TF_SERVING_DEFAULTS = {
+    "enable_signature_method_name_check": False, "enable_grpc_healthcheck_service": True, "enable_profiler": True,
+    "enable_per_model_batching_parameters": False, "enable_serialization_as_tensor_content": False,
+    "num_load_threads": 0, "num_unload_threads": 0, "remove_unused_fields_from_bundle_metagraph": True,
+    "prefer_tflite_model": False, "num_tflite_pools": flags.CPUS, "num_tflite_interpreters_per_pool": 1,
+    "tensorflow_session_config_file": "", "thread_pool_factory_config_file": "", "mixed_precision": "",
+    "xla_cpu_compilation_enabled": False, "xla_gpu_compilation_enabled": False, "skip_initialize_tpu": False,
+    "use_alts_credentials": False,
+}
+
+
+def test_every_tf_serving_flag_exists_with_its_default():
+    args = flags.parse([])
+    assert {name: getattr(args, name) for name in TF_SERVING_DEFAULTS} == TF_SERVING_DEFAULTS
+
+
+@pytest.mark.parametrize("argv", [
+    ["--num_tflite_pools=7", "--num_tflite_interpreters_per_pool=3"], ["--skip_initialize_tpu=true"],
+    ["--xla_cpu_compilation_enabled=true", "--xla_gpu_compilation_enabled=true"], ["--num_load_threads=4"],
+    ["--num_unload_threads=2"], ["--remove_unused_fields_from_bundle_metagraph=false"], ["--enable_profiler=false"],
+    ["--thread_pool_factory_config_file=pools.txt"], ["--enable_signature_method_name_check=true"],
+])
+def test_flags_about_what_this_server_lacks_are_accepted_and_logged_with_the_reason(argv):
+    args = flags.parse(argv)
+    name = argv[0].removeprefix("--").split("=")[0]
+    noted = [n for n in flags.notes(args) if f"--{name}=" in n]
+    assert noted and "no effect here" in noted[0] and flags.ACCEPTED[name] in noted[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prefer_tflite_model=true"], "serving model.tflite files is not implemented yet"),
+    (["--enable_per_model_batching_parameters"], "per-model batching_params.pbtxt is not implemented"),
+    (["--use_alts_credentials=true"], "ALTS"),
+    (["--mixed_precision=bfloat16"], "would serve float32 where bfloat16 was asked"),
+])
+def test_flags_whose_behaviour_would_silently_be_missing_are_refused_with_the_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        flags.parse(argv)
+    assert exit_.value.code != 0 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("as_content", [False, True])
+def test_predict_outputs_are_written_as_tf_serving_writes_them(as_content):
+    """--enable_serialization_as_tensor_content: raw bytes; by default the typed repeated field (AsProtoField)."""
+    from tensorflow import make_ndarray
+
+    for array in (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], np.int64), np.array([True]),
+                  np.array([1.5, -2], np.float16), np.array([1 + 2j], np.complex64), np.array([2**63], np.uint64)):
+        proto = tensors.to_tensor_proto(array, as_content=as_content)
+        assert bool(proto.tensor_content) is as_content
+        np.testing.assert_array_equal(make_ndarray(proto), array)
+        np.testing.assert_array_equal(tensors.to_ndarray(proto), array)
+    assert tensors.to_tensor_proto(np.array([0.5], np.float32)).float_val == [0.5]
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--enable_batching"], True), (["--enable_batching=true"], True), (["--enable_batching=false"], False),
     (["--enable_batching", "false"], False), (["--enable_batching=1"], True),

@@ -63,6 +63,36 @@ def test_unparseable_config_files_exit_non_zero_with_tf_servings_message(tmp_pat
     assert result.returncode != 0 and message in result.stderr
 
 
+def test_a_session_config_file_is_read_and_a_bad_one_is_a_startup_error(tmp_path, own_models):
+    (tmp_path / "bad.txt").write_text("intra_op_parallelism_threads: many")
+    result = run_server(f"--model_base_path={own_models / 'linear'}", "--port=0", "--rest_api_port=0",
+                        f"--tensorflow_session_config_file={tmp_path / 'bad.txt'}")
+    assert result.returncode != 0 and "Error parsing text-format tensorflow.ConfigProto" in result.stderr
+    result = run_server("--model_base_path=/m", f"--tensorflow_session_config_file={tmp_path / 'missing.txt'}")
+    assert result.returncode != 0 and "missing.txt" in result.stderr
+    (tmp_path / "good.txt").write_text("intra_op_parallelism_threads: 1 inter_op_parallelism_threads: 1")
+    with ModelServerProcess(embedded=True, model_name="linear", model_base_path=str(own_models / "linear"),
+                            extra_args=[f"--tensorflow_session_config_file={tmp_path / 'good.txt'}",
+                                        "--enable_serialization_as_tensor_content=true",
+                                        "--enable_grpc_healthcheck_service=false"]) as server:
+        import grpc
+        import numpy as np
+        import tensorflow as tf
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            with pytest.raises(grpc.RpcError) as error:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED  # the health service is off, as asked
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "linear"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
+            answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        assert answer.outputs["y"].tensor_content and not answer.outputs["y"].float_val
+        np.testing.assert_allclose(tf.make_ndarray(answer.outputs["y"]), [2.5, 3.0])
+
+
 def test_invalid_allowed_batch_sizes_are_a_startup_error(tmp_path):
     (tmp_path / "b.txt").write_text("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 2")
     result = run_server("--model_base_path=/m", "--enable_batching", f"--batching_parameters_file={tmp_path / 'b.txt'}")
