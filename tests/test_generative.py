@@ -38,6 +38,14 @@ def runs(tmp_path_factory, data_dir, trained_cnn):
                 for name in GENERATIVE}
 
 
+def test_every_export_needs_no_xla_and_only_stock_tensorflow_ops(runs):
+    """What the stock tensorflow_model_server runs with its defaults (tests/export_graph.py)."""
+    from tests import export_graph
+
+    for run in runs.values():
+        export_graph.assert_stock_serving_graph(run.export_dir)
+
+
 @pytest.fixture(scope="module")
 def loaded(runs):
     """name -> the exported SavedModel, loaded in process."""

@@ -87,6 +87,31 @@ def test_a_training_sequence_longer_than_the_context_is_refused_with_the_fix(tmp
                     runs_dir=tmp_path, data_dir=data_dir, export=False, verbose=0)
 
 
+def test_serving_with_xla_is_an_opt_in_the_export_and_its_card_record(tmp_path):
+    """serve_xla=true marks the decoding step must-compile (TF Serving then needs --xla_cpu_compilation_enabled);
+    the default export (checked on the trained runs below) has none, so the checker is shown to discriminate."""
+    from pipelines import config as run_config
+    from pipelines.tasks import LanguageModelling
+    from tests import export_graph
+
+    run = run_config.resolve("gpt", hparams=TINY["gpt"], recipe={"serve_xla": True, "sequence_length": BLOCK})
+    task, model = LanguageModelling(run), run.build()
+    version = exporter.export(model, {"generate": task.signatures(model)["generate"]}, tmp_path / "gpt",
+                              model_card={"name": "gpt", **task.model_card(model)})
+    assert export_graph.must_compile_functions(version)
+    assert export_graph.unregistered_ops(version) == set()
+    card = exporter.read_model_card(version)["serving_xla"]
+    assert card["enabled"] and "--xla_cpu_compilation_enabled=true" in card["note"]
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_default_exports_need_no_xla_and_only_stock_tensorflow_ops(runs, name):
+    from tests import export_graph
+
+    export_graph.assert_stock_serving_graph(runs[name].export_dir)
+    assert not exporter.read_model_card(runs[name].export_dir)["serving_xla"]["enabled"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, corpus_builder, data_dir):
     """One tiny run of each language model (STEPS steps on the real corpus), exported under one models dir."""

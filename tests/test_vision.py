@@ -173,6 +173,14 @@ def runs(tmp_path_factory, data_dir, weights_file):
     return results
 
 
+def test_every_export_needs_no_xla_and_only_stock_tensorflow_ops(runs):
+    """What the stock tensorflow_model_server runs with its defaults (tests/export_graph.py)."""
+    from tests import export_graph
+
+    for run in runs.values():
+        export_graph.assert_stock_serving_graph(run.export_dir)
+
+
 @pytest.fixture(scope="module")
 def server(runs, tmp_path_factory):
     """One tfzoo-model-server serving every TINY export."""

@@ -103,7 +103,8 @@ class SampleText(EpochSummaries):
 
     @override
     def summarize(self):
-        self.generate = self.generate or generation_function(self.model, self.chars)  # traced once per run
+        # Traced once per run; XLA here only speeds up the sample (nothing of it is exported).
+        self.generate = self.generate or generation_function(self.model, self.chars, xla=True)
         out = self.generate(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
                             tf.constant([0]), tf.constant([self.epoch], tf.int64))
         text = out["generated"][0].numpy().decode("utf-8")
@@ -122,14 +123,15 @@ def sample(logits, temperature, top_k, seed, step):
     return tf.cast(draw[0, 0], tf.int32)
 
 
-def decode(model: keras.Model, ids, max_new_tokens, temperature, top_k, seed, use_cache: bool):
+def decode(model: keras.Model, ids, max_new_tokens, temperature, top_k, seed, use_cache: bool, xla: bool):
     """`max_new_tokens` token ids [T] after prompt ids [n] (n <= context), sampled by a tf.while_loop."""
     context = getattr(model, "context_size", None)
     prompt_length = tf.shape(ids)[0]
-    # The incremental step and the re-prefill have fixed shapes (one token; a half-block window), so XLA compiles
-    # each once; that makes cached decoding several times faster here (bench/results/language.md).
-    decode_step = tf.function(model.decode_step, jit_compile=True)
-    refill_prefill = tf.function(model.prefill, jit_compile=True)
+    # The incremental step and the re-prefill have fixed shapes (one token; a half-block window), so XLA can
+    # compile each once (several times faster cached decoding here: bench/results/language.md). Only with `xla`:
+    # TensorFlow Serving compiles XLA on CPU only with --xla_cpu_compilation_enabled (off by default).
+    decode_step = tf.function(model.decode_step, jit_compile=True) if xla else model.decode_step
+    refill_prefill = tf.function(model.prefill, jit_compile=True) if xla else model.prefill
     history = tf.concat([ids, tf.zeros([max_new_tokens], tf.int32)], 0)  # prompt, then each new token
     if use_cache:
         logits, state = model.prefill(ids[None])
@@ -188,8 +190,10 @@ def text_codec(chars: str):
     return to_ids, to_text
 
 
-def generation_function(model: keras.Model, chars: str, *, use_cache: bool = True) -> tf.types.experimental.Function:
-    """The `generate` signature: prompts and sampling settings [N] -> generated text [N] (see the module doc)."""
+def generation_function(model: keras.Model, chars: str, *, use_cache: bool = True,
+                        xla: bool = False) -> tf.types.experimental.Function:
+    """The `generate` signature: prompts and sampling settings [N] -> generated text [N] (see the module doc);
+    with `xla`, the decoding step and re-prefill are XLA-compiled (must-compile functions in the export)."""
     to_ids, to_text = text_codec(chars)
     context = getattr(model, "context_size", None) or MAX_PROMPT_TOKENS
     default_prompt = to_ids(tf.constant(DEFAULT_PROMPT))
@@ -198,7 +202,7 @@ def generation_function(model: keras.Model, chars: str, *, use_cache: bool = Tru
         prompt, max_new_tokens, temperature, top_k, seed = args
         ids = to_ids(prompt)
         ids = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: default_prompt)[-context:]
-        tokens = decode(model, ids, max_new_tokens, temperature, top_k, seed, use_cache)
+        tokens = decode(model, ids, max_new_tokens, temperature, top_k, seed, use_cache, xla)
         return to_text(tokens), tf.size(ids)
 
     @tf.function(input_signature=[
@@ -256,8 +260,11 @@ class LanguageModelling(Task):
     """Next-character cross-entropy, step-based training, generation inside the SavedModel (module doc)."""
 
     name = "language_modelling"
+    # serve_xla: XLA-compile the exported decoding step (faster generation; TF Serving then needs
+    # --xla_cpu_compilation_enabled=true, and the model card says so).
     recipe_defaults = {"steps_per_epoch": 250, "sequence_length": 64, "eval_batches": 20, "warmup_steps": 0,
-                       "min_learning_rate": 0.0, "weight_decay": 0.0, "beta_2": 0.999, "clipnorm": 1.0}
+                       "min_learning_rate": 0.0, "weight_decay": 0.0, "beta_2": 0.999, "clipnorm": 1.0,
+                       "serve_xla": False}
 
     @property
     def vocabulary(self) -> str:
@@ -317,7 +324,9 @@ class LanguageModelling(Task):
     @override
     def signatures(self, model: keras.Model) -> dict:
         """`generate` (cached decoding), `generate_no_cache` (models with a context limit) and `score`."""
-        out = {"generate": generation_function(model, self.vocabulary), "score": score_function(model, self.vocabulary)}
+        xla = bool(self.recipe["serve_xla"])
+        out = {"generate": generation_function(model, self.vocabulary, xla=xla),
+               "score": score_function(model, self.vocabulary)}
         if getattr(model, "context_size", None) is not None:
             out["generate_no_cache"] = generation_function(model, self.vocabulary, use_cache=False)
         return out
@@ -336,6 +345,11 @@ class LanguageModelling(Task):
             "past_context": ("the key/value cache is rebuilt from the last context_tokens/2 tokens when full"
                              if context else "the recurrent state carries the whole past"),
             "invalid_input": "non-UTF-8 bytes or characters outside `labels`: INVALID_ARGUMENT",
+        }, "serving_xla": {
+            "enabled": bool(self.recipe["serve_xla"]),
+            "note": ("the decoding step is XLA-compiled: TensorFlow Serving needs --xla_cpu_compilation_enabled=true "
+                     "(CPU) to serve this version; tfzoo-model-server serves it as is" if self.recipe["serve_xla"]
+                     else "no XLA-compiled function: the stock tensorflow_model_server serves it with its defaults"),
         }}
 
     @override
