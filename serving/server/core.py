@@ -50,6 +50,7 @@ class Options:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     tensorflow_session_config_file: str = ""
+    enable_signature_method_name_check: bool = False
     allow_version_labels_for_unavailable_models: bool = False
     batching: BatchingOptions | None = None
     metrics: Metrics | None = None
@@ -249,7 +250,7 @@ class ServerCore:
     def classify_on(self, servable: Servable, signature_name: str, examples: list[bytes]):
         """Classify on one servable."""
         signature = servable.signature(signature_name)
-        _check_method(signature, CLASSIFY_METHOD, "classification")
+        self._check_method(signature, CLASSIFY_METHOD, "classification")
         wanted = [a for a in ("classes", "scores") if a in signature.outputs]
         if not wanted:
             raise invalid(f"Expected classification signature outputs to contain at least one of "
@@ -271,6 +272,13 @@ class ServerCore:
             results.append(row)
         return results
 
+    def _check_method(self, signature: Signature, method: str, what: str) -> None:
+        """With --enable_signature_method_name_check, Classify and Regress run only on signatures of their own
+        method_name; without it (TF Serving's default), on any signature whose inputs and outputs fit, as a
+        native TF2/Keras export's `tensorflow/serving/predict` signatures do."""
+        if self.options.enable_signature_method_name_check and signature.method_name != method:
+            raise invalid(f"Expected {what} signature method_name to be {method}. Was: {signature.method_name}")
+
     def regress(self, spec: ModelSpec, examples: list[bytes]):
         """Regress serialized tf.Examples; return (version, signature name, [value, ...])."""
         with self.manager.handle(spec.name, spec.version, spec.label) as s:
@@ -280,7 +288,7 @@ class ServerCore:
     def regress_on(self, servable: Servable, signature_name: str, examples: list[bytes]) -> list[float]:
         """Regress on one servable."""
         signature = servable.signature(signature_name)
-        _check_method(signature, REGRESS_METHOD, "regression")
+        self._check_method(signature, REGRESS_METHOD, "regression")
         if "outputs" not in signature.outputs:
             raise invalid(f"No regression outputs found in SignatureDef: {signature.name}")
         values = servable.run(signature, _example_feed(signature, examples), ["outputs"])["outputs"]
@@ -338,9 +346,6 @@ class ServerCore:
         return [m.name for m in self.config.model_config_list.config]
 
 
-def _check_method(signature: Signature, method: str, what: str) -> None:
-    if signature.method_name != method:
-        raise invalid(f"Expected {what} signature method_name to be {method}. Was: {signature.method_name}")
 
 
 def _example_feed(signature: Signature, examples: list[bytes]) -> dict[str, np.ndarray]:

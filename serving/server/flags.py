@@ -180,9 +180,6 @@ ACCEPTED = {
     "enable_profiler": "TensorFlow's profiler service is not registered on the gRPC port yet",
     "xla_cpu_compilation_enabled": "XLA-compiled (jit_compile) functions always compile here; TF Serving refuses "
                                    "them unless this is true",
-    "enable_signature_method_name_check": "Classify and Regress always check the signature's method_name here "
-                                          "(TF Serving's check=true behaviour); native TF2 signatures are "
-                                          "served by Predict",
 }
 
 
@@ -194,9 +191,6 @@ def notes(args: argparse.Namespace) -> list[str]:
            for name, why in ACCEPTED.items() if getattr(args, name) != defaults[name]]
     if args.enable_profiler:
         out.append("--enable_profiler (on by default, as in TF Serving): " + ACCEPTED["enable_profiler"])
-    if not args.enable_signature_method_name_check:
-        out.append("--enable_signature_method_name_check=false (TF Serving's default): "
-                   + ACCEPTED["enable_signature_method_name_check"])
     return out
 
 

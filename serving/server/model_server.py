@@ -63,6 +63,7 @@ class ModelServer:
             tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
             tensorflow_session_config_file=args.tensorflow_session_config_file,
+            enable_signature_method_name_check=args.enable_signature_method_name_check,
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
             limits=flags.limits(args),
         ))

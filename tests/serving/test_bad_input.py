@@ -59,7 +59,7 @@ def test_bad_binary_values_for_a_string_input_get_400(own_server, instance, mess
     ({"examples": []}, "'examples' must be a non-empty JSON array"),
     ({"examples": [[1.0]]}, "an example must be a JSON object"),
     ({"examples": [{"x": True}]}, "JSON booleans are not a tf.Example type"),
-    ({"examples": [{"x": 2.0}]}, "Expected classification signature method_name"),
+    ({"examples": [{"x": 2.0}]}, "Expected classification signature outputs to contain at least one of"),
 ])
 def test_malformed_classify_bodies_get_400(own_server, body, message):
     code, answer = post(own_server, "linear:classify", body)

@@ -133,6 +133,30 @@ def test_a_tf2_export_refuses_what_its_signature_does_not_declare(server):
     assert code == 400 and answer["error"] == "input x: expected shape [1] (rank 1) but got [2,1] (rank 2)"
 
 
+def test_a_tf2_exports_predict_signatures_classify_and_regress_without_the_method_name_check(server):
+    """TF Serving's default --enable_signature_method_name_check=false: Classify and Regress run on a native TF2
+    export's signatures (method_name tensorflow/serving/predict) whose inputs and outputs fit; over both
+    protocols. (With the check on, they are refused: tests/serving/test_startup.py.)"""
+    examples = [{"x": 2.0}, {"x": 4.0}]
+    assert post(server, "tf2:classify", {"signature_name": "classify_x_to_y", "examples": examples}) == \
+        (200, {"results": [[["", 3.0]], [["", 4.0]]]})
+    assert post(server, "tf2:regress", {"signature_name": "regress_x_to_y", "examples": examples}) == \
+        (200, {"results": [3.0, 4.0]})
+    proto_examples = input_pb2.Input(example_list=input_pb2.ExampleList(examples=[
+        tf.train.Example(features=tf.train.Features(feature={"x": tf.train.Feature(
+            float_list=tf.train.FloatList(value=[x["x"]]))})) for x in examples]))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        classified = stub.Classify(classification_pb2.ClassificationRequest(
+            model_spec=model_pb2.ModelSpec(name="tf2", signature_name="classify_x_to_y"), input=proto_examples),
+            timeout=30)
+        regressed = stub.Regress(regression_pb2.RegressionRequest(
+            model_spec=model_pb2.ModelSpec(name="tf2", signature_name="regress_x_to_y"), input=proto_examples),
+            timeout=30)
+    assert [[c.score for c in row.classes] for row in classified.result.classifications] == [[3.0], [4.0]]
+    assert [r.value for r in regressed.result.regressions] == [3.0, 4.0]
+
+
 def test_two_versions_are_served_by_version_and_by_label_with_policy_all(server):
     statuses = rest_get(server, "saved_model_half_plus_two_2_versions")["model_version_status"]
     assert sorted((s["version"], s["state"]) for s in statuses) == [("123", "AVAILABLE"), ("124", "AVAILABLE")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from savedmodels import tf1_linear_model
-from serving_helpers import get, post, wait_for, write_config
+from serving_helpers import NO_FIXTURES, TFSERVING_FIXTURES, get, post, wait_for, write_config
 
 from serving.launch import ModelServerProcess
 from serving.server import main as server_main
@@ -91,6 +91,18 @@ def test_a_session_config_file_is_read_and_a_bad_one_is_a_startup_error(tmp_path
             answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
         assert answer.outputs["y"].tensor_content and not answer.outputs["y"].float_val
         np.testing.assert_allclose(tf.make_ndarray(answer.outputs["y"]), [2.5, 3.0])
+
+
+@pytest.mark.skipif(not TFSERVING_FIXTURES.is_dir(), reason=NO_FIXTURES)
+def test_with_the_method_name_check_classify_and_regress_refuse_predict_signatures():
+    with ModelServerProcess(embedded=True, model_name="tf2",
+                            model_base_path=str(TFSERVING_FIXTURES / "saved_model_half_plus_two_tf2_cpu"),
+                            extra_args=["--enable_signature_method_name_check=true"]) as server:
+        for verb, what in (("classify", "classification"), ("regress", "regression")):
+            code, answer = post(server, f"tf2:{verb}", {"signature_name": f"{verb}_x_to_y", "examples": [{"x": 2.0}]})
+            assert code == 400 and answer["error"] == (
+                f"Expected {what} signature method_name to be tensorflow/serving/{verb}. "
+                "Was: tensorflow/serving/predict")
 
 
 def test_invalid_allowed_batch_sizes_are_a_startup_error(tmp_path):
