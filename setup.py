@@ -13,6 +13,7 @@ setup(
         "keras>=3.10,<4",
         "tensorflow-datasets>=4.9.10,<4.10",
         "tensorboard>=2.21,<2.22",
+        "tensorboard-plugin-profile==2.24.2",  # the Profile tab: captures from tfzoo-model-server (--enable_profiler)
         "tensorflow-serving-api>=2.21,<2.22",
         "grpcio>=1.70,<2",
         "grpcio-health-checking>=1.70,<2",
@@ -41,6 +42,10 @@ setup(
             "ipykernel>=6.29,<8",
             "requests>=2.31,<3",
             "ruff>=0.6",
+        ],
+        # bench/language.py measures a PyTorch nanoGPT beside the zoo's gpt; the CPU build (2.13.0+cpu) is enough.
+        "bench": [
+            "torch==2.13.0",
         ],
     },
     entry_points={

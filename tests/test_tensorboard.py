@@ -63,3 +63,57 @@ def test_tensorboard_shows_sample_images_and_hparams(tensorboard):
                              json={"experimentName": ""}, headers={"X-XSRF-Protected": "1"}, timeout=10)
     names = {h["name"] for h in response.json()["hparamInfos"]}
     assert {"model.dropout", "train.learning_rate", "train.epochs"} <= names
+
+
+def test_tensorboard_captures_a_profile_of_served_requests_from_the_model_servers_grpc_port(trained_cnn, tmp_path):
+    """As TF Serving's guide does it (Capture Profile at the server's gRPC address): the trace holds the model's
+    TensorFlow ops, and the real TensorBoard's profile plugin lists the capture; a capture while no request
+    arrives gets TensorFlow's client message and leaves the server serving."""
+    import threading
+
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.client import GrpcClient
+    from serving.launch import ModelServerProcess
+
+    image = {"image": np.zeros((1, 28, 28, 1), np.float32)}
+    with ModelServerProcess(embedded=True, model_name="cnn",
+                            model_base_path=str(trained_cnn.export_dir.parent)) as server:
+        client, done = GrpcClient("127.0.0.1", server.grpc_port), threading.Event()
+
+        def send():
+            while not done.is_set():
+                client.predict("cnn", image)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            tf.profiler.experimental.client.trace(f"grpc://127.0.0.1:{server.grpc_port}", str(tmp_path / "logs"), 2000)
+        finally:
+            done.set()
+            sender.join()
+        with pytest.raises(RuntimeError, match="No trace event was collected"):
+            tf.profiler.experimental.client.trace(f"grpc://127.0.0.1:{server.grpc_port}", str(tmp_path / "idle"),
+                                                  500, num_tracing_attempts=1)
+        assert client.predict("cnn", image)["probabilities"].shape == (1, 10)  # still serving
+    traces = list((tmp_path / "logs").glob("plugins/profile/*/*.xplane.pb"))
+    assert len(traces) == 1
+    data = traces[0].read_bytes()
+    assert b"Conv2D" in data and b"MatMul" in data  # the cnn's ops, run for the requests during the capture
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "logs"),
+                             "--port", str(port), "--host", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, runs = time.monotonic() + 90, []
+        while time.monotonic() < deadline and not runs:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                runs = requests.get(f"http://127.0.0.1:{port}/data/plugin/profile/runs", timeout=2).json()
+            except (requests.ConnectionError, ValueError):
+                time.sleep(0.5)
+        assert runs == [traces[0].parent.name]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -177,7 +177,6 @@ ACCEPTED = {
     "remove_unused_fields_from_bundle_metagraph": "the MetaGraphDef is not kept in memory after loading",
     "num_load_threads": "versions load one at a time",
     "num_unload_threads": "versions unload one at a time",
-    "enable_profiler": "TensorFlow's profiler service is not registered on the gRPC port yet",
     "xla_cpu_compilation_enabled": "XLA-compiled (jit_compile) functions always compile here; TF Serving refuses "
                                    "them unless this is true",
 }
@@ -189,8 +188,6 @@ def notes(args: argparse.Namespace) -> list[str]:
     defaults = vars(build_parser().parse_args([]))
     out = [f"--{name}={getattr(args, name)} is accepted and has no effect here: {why}"
            for name, why in ACCEPTED.items() if getattr(args, name) != defaults[name]]
-    if args.enable_profiler:
-        out.append("--enable_profiler (on by default, as in TF Serving): " + ACCEPTED["enable_profiler"])
     return out
 
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving import config as config_lib
-from serving.server import flags, processes
+from serving.server import flags, processes, profiler
 from serving.server.core import Options, ServerCore
 from serving.server.errors import ServingError
 from serving.server.grpc_service import AioServicer, ModelService, PredictionService
@@ -105,6 +105,8 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(services[1], server)
         if args.enable_grpc_healthcheck_service:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if args.enable_profiler:
+            server.add_generic_rpc_handlers((profiler.handler(profiler.start()),))
         if args.port:
             address = f"0.0.0.0:{args.port}"
             if self.startup.ssl is not None:

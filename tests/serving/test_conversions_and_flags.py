@@ -259,7 +259,7 @@ def test_every_tf_serving_flag_exists_with_its_default():
 @pytest.mark.parametrize("argv", [
     ["--num_tflite_pools=7", "--num_tflite_interpreters_per_pool=3"], ["--skip_initialize_tpu=true"],
     ["--xla_cpu_compilation_enabled=true", "--xla_gpu_compilation_enabled=true"], ["--num_load_threads=4"],
-    ["--num_unload_threads=2"], ["--remove_unused_fields_from_bundle_metagraph=false"], ["--enable_profiler=false"],
+    ["--num_unload_threads=2"], ["--remove_unused_fields_from_bundle_metagraph=false"],
     ["--thread_pool_factory_config_file=pools.txt"]
 ])
 def test_flags_about_what_this_server_lacks_are_accepted_and_logged_with_the_reason(argv):
