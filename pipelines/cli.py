@@ -95,7 +95,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     """Run TensorBoard on the runs directory (foreground)."""
     from pipelines import paths
 
-    logdir = str(paths.runs_dir(args.runs_dir))
+    logdir = str(paths.runs_dir(args.runs_dir))  # training runs, and serving logs in <runs>/serving (tfzoo serve)
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(args.port),
            "--host", args.host]
     print("running: tensorboard --logdir " + logdir, file=sys.stderr)
@@ -120,11 +120,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     models = paths.models_dir(args.models_dir).resolve()
     path = config.write_models_config(models)
-    server = None if args.embedded else launch.find_tensorflow_model_server()
+    server = None if args.embedded or args.tensorboard else launch.find_tensorflow_model_server()
     argv = [server or sys.executable, *([] if server else ["-m", "serving.server"]),
             f"--port={args.port}", f"--rest_api_port={args.rest_api_port}", f"--model_config_file={path}"]
-    which = (f"TensorFlow Serving ({server})" if server
-             else "tfzoo-model-server (embedded; tensorflow_model_server is not on PATH)")
+    if args.tensorboard:  # tfzoo-model-server's own flag: the real tensorflow_model_server has no such logs
+        logdir = paths.runs_dir(args.runs_dir) / "serving"
+        argv.append(f"--tensorboard_logdir={logdir.resolve()}")
+        print(f"serving logs: tensorboard --logdir {logdir.parent}   (or: tfzoo tensorboard: training runs "
+              "and serving logs side by side)", file=sys.stderr)
+    which = (f"TensorFlow Serving ({server})" if server else "tfzoo-model-server (embedded; "
+             + ("--tensorboard is its own" if args.tensorboard else "tensorflow_model_server is not on PATH") + ")")
     print(f"serving {models} with {which}: gRPC :{args.port}, REST :{args.rest_api_port}", file=sys.stderr)
     os.execv(argv[0], argv)
 
@@ -223,6 +228,11 @@ def add_serving_verbs(verbs) -> None:
     p.add_argument("--rest-api-port", type=int, default=8501, help="REST port (default 8501)")
     p.add_argument("--embedded", action="store_true",
                    help="use tfzoo-model-server even if tensorflow_model_server is on PATH")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="log what each model version serves to <runs-dir>/serving for TensorBoard (tfzoo-model-server "
+                        "only: implies --embedded)")
+    p.add_argument("--runs-dir", help="runs root, where --tensorboard writes serving/ (default $TFZOO_RUNS_DIR or "
+                                      "./runs)")
     p.set_defaults(func=cmd_serve)
 
     p = verbs.add_parser("export-config", help="write <models-dir>/models.config for every model, start nothing")

@@ -117,3 +117,74 @@ def test_tensorboard_captures_a_profile_of_served_requests_from_the_model_server
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serving_logs_of_a_known_mix_of_requests_read_back_through_tensorboard(trained_cnn, tmp_path):
+    """--tensorboard_logdir: 20 answered requests and 5 refused ones to cnn over REST; the real TensorBoard reads
+    back the counts, the error code, latency, the predicted-class histogram, the input pixel histogram and the
+    drift from the training labels, which must equal the total variation computed here from the model's own
+    answers and the label shares its model card records."""
+    import json as json_lib
+
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.launch import ModelServerProcess
+    from serving.server.tensorboard_log import total_variation
+
+    images = np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32)
+    card = json_lib.loads((trained_cnn.export_dir / "assets.extra" / "model_card.json").read_text())
+    shares = np.array(card["label_distribution"]["shares"])
+    assert card["label_distribution"]["split"] == "train[:90%]" and abs(shares.sum() - 1) < 1e-5
+    predicted = tf.saved_model.load(str(trained_cnn.export_dir)).signatures["serving_default"](
+        image=tf.constant(images))["probabilities"].numpy().argmax(axis=1)
+    expected_drift = total_variation(np.bincount(predicted, minlength=10) / 20, shares)
+    logdir = tmp_path / "serving"
+    with ModelServerProcess(embedded=True, model_name="cnn", model_base_path=str(trained_cnn.export_dir.parent),
+                            extra_args=[f"--tensorboard_logdir={logdir}",
+                                        "--tensorboard_log_interval_seconds=3600"]) as server:
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/cnn:predict"
+        for image in images:
+            assert requests.post(url, json={"instances": image[None].tolist()}, timeout=30).ok
+        for _ in range(5):
+            assert requests.post(url, json={"instances": [[1.0, 2.0]]}, timeout=30).status_code == 400
+    # One interval (stopping the server writes it), run "cnn/<version>".
+    run = f"cnn/{trained_cnn.export_dir.name}"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
+                             "--host", "127.0.0.1", "--load_fast", "false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                if run in requests.get(f"{base}/data/runs", timeout=2).json():
+                    break
+            except (requests.ConnectionError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert scalars(base, run, "requests") == [25.0]
+        assert scalars(base, run, "errors/INVALID_ARGUMENT") == [5.0]
+        assert scalars(base, run, "latency_ms/p50")[0] > 0
+        assert scalars(base, run, "drift/total_variation") == pytest.approx([expected_drift], abs=1e-5)
+        wanted, tags = {"outputs/predicted_class", "inputs/pixel_mean", "inputs/pixel_std"}, {}
+        while time.monotonic() < deadline and not wanted <= set(tags):  # TensorBoard reads the file in steps
+            tags = requests.get(f"{base}/data/plugin/histograms/tags", timeout=10).json().get(run, {})
+            time.sleep(0.5)
+        assert wanted <= set(tags)
+        images_tags = requests.get(f"{base}/data/plugin/images/tags", timeout=10).json()[run]
+        assert "class_distribution" in images_tags
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_serving_logdir_that_cannot_be_written_is_a_startup_error_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, "-m", "serving.server", f"--model_base_path={tmp_path}",
+                             "--port=0", f"--tensorboard_logdir={blocker / 'logs'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and f"--tensorboard_logdir {blocker / 'logs'} cannot be written" in result.stderr

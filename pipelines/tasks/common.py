@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from typing_extensions import override
 
@@ -20,6 +21,19 @@ def to_unit_range(images) -> tf.Tensor:
 def to_pixels(images) -> tf.Tensor:
     """The inverse of `to_unit_range`: floats in [0, 1] (clipped) -> uint8 pixels, e.g. to encode a PNG."""
     return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def label_distribution(dataset: str, split: str, names: list[str], data_dir=None) -> dict:
+    """The share of each class among the supervised labels of `split`: recorded in a classifier's model card, so
+    that a server can compare what it predicts with what the model was trained on (--tensorboard_logdir)."""
+    from pipelines import data
+
+    labels = data.builder(dataset, data_dir).as_dataset(split=split, as_supervised=True).map(
+        lambda _, label: label, num_parallel_calls=tf.data.AUTOTUNE).batch(65536)
+    counts = sum((np.bincount(batch.numpy().astype(np.int64), minlength=len(names))[:len(names)] for batch in labels),
+                 np.zeros(len(names), np.int64))
+    return {"labels": list(names), "shares": (counts / max(int(counts.sum()), 1)).round(6).tolist(),
+            "examples": int(counts.sum()), "split": split}
 
 
 def warmup_cosine(peak: float, total_steps: int, *, warmup_steps: int = 0,

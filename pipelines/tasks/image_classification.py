@@ -20,8 +20,8 @@ import tensorflow as tf
 from typing_extensions import override
 
 from pipelines.errors import UserError
-from pipelines.tasks.base import Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, to_pixels, to_unit_range, warmup_cosine
+from pipelines.tasks.base import Splits, Task, WarmupRequests
+from pipelines.tasks.common import EpochSummaries, label_distribution, to_pixels, to_unit_range, warmup_cosine
 from zoo.applications import BACKBONE
 
 TOP_K = 3
@@ -189,8 +189,23 @@ class ImageClassification(ImageTask):
     """Sparse cross-entropy (optionally label-smoothed), accuracy, a sample grid, two signatures (module doc)."""
 
     name = "image_classification"
+    label_distribution: dict | None = None  # of the train split, set by load_splits
     recipe_defaults = {**ImageTask.recipe_defaults, "label_smoothing": 0.0, "test_time_flip": False,
                        "fine_tune_epochs": 0, "fine_tune_layers": 0, "fine_tune_rate": 0.1}
+
+    @override
+    @override
+    def load_splits(self, data_dir) -> Splits:
+        """The default splits; the train split's label shares are kept for the model card."""
+        splits = super().load_splits(data_dir)
+        names = list(self.run.labels) or [str(i) for i in range(self.hparams["num_classes"])]
+        self.label_distribution = label_distribution(self.run.dataset, splits.names["train"], names, data_dir)
+        return splits
+
+    @override
+    def model_card(self, model: keras.Model) -> dict:
+        """The train split's label shares (what the served predictions are compared with)."""
+        return {"label_distribution": self.label_distribution} if self.label_distribution else {}
 
     @override
     def compile(self, model: keras.Model, steps_per_epoch: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -76,9 +77,10 @@ class Batcher:
     """One queue of tasks for one (signature, feeds, fetches), served by a shared thread pool."""
 
     def __init__(self, run: Callable[[list[np.ndarray]], list[np.ndarray]], options: BatchingOptions,
-                 pool: concurrent.futures.ThreadPoolExecutor, on_queue_latency: Callable[[float], None] | None):
+                 pool: concurrent.futures.ThreadPoolExecutor, on_queue_latency: Callable[[float], None] | None,
+                 on_batch: Callable[[int], None] | None = None):
         self.run, self.options, self.pool = run, options, pool
-        self.on_queue_latency = on_queue_latency
+        self.on_queue_latency, self.on_batch = on_queue_latency, on_batch
         self._queue: collections.deque[_Task] = collections.deque()
         self._rows = 0
         self._lock = threading.Lock()
@@ -150,6 +152,8 @@ class Batcher:
         if self.on_queue_latency:
             for task in batch:
                 self.on_queue_latency(started - task.enqueued)
+        if self.on_batch:
+            self.on_batch(rows)
         try:
             padded = self._padded_size(rows)
             merged = [_concat([task.inputs[i] for task in batch], padded - rows, self.options)
@@ -207,9 +211,11 @@ class BatchScheduler:
     """Batchers per (model, version, signature, feeds, fetches); each model's share `num_batch_threads`
     threads of its own."""
 
-    def __init__(self, options: BatchingOptions, on_queue_latency: Callable[[float], None] | None = None):
+    def __init__(self, options: BatchingOptions, on_queue_latency: Callable[[float], None] | None = None,
+                 on_batch: Callable[[str, int, int], None] | None = None):
         self.options = options
         self.on_queue_latency = on_queue_latency
+        self.on_batch = on_batch  # (model, version, rows) of every batch run
         self._batchers: dict[tuple, Batcher] = {}
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
@@ -223,7 +229,8 @@ class BatchScheduler:
                 if pool is None:
                     pool = self._pools[key[0]] = concurrent.futures.ThreadPoolExecutor(
                         self.options.num_batch_threads, thread_name_prefix=f"batch:{key[0]}")
-                batcher = self._batchers[key] = Batcher(run, self.options, pool, self.on_queue_latency)
+                on_batch = functools.partial(self.on_batch, key[0], key[1]) if self.on_batch else None
+                batcher = self._batchers[key] = Batcher(run, self.options, pool, self.on_queue_latency, on_batch)
             return batcher
 
     def forget(self, prefix: tuple) -> None:

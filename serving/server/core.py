@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import threading
 
@@ -29,6 +30,7 @@ from serving.server.manager import Manager, VersionState
 from serving.server.metrics import Metrics
 from serving.server.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature
 from serving.server.source import FileSystemSource
+from serving.server.tensorboard_log import ServingLog
 from serving.server.tensors import decode_b64, is_b64, to_ndarray
 
 log = logging.getLogger("tfzoo.serving")
@@ -54,6 +56,7 @@ class Options:
     allow_version_labels_for_unavailable_models: bool = False
     batching: BatchingOptions | None = None
     metrics: Metrics | None = None
+    serving_log: ServingLog | None = None  # --tensorboard_logdir
     limits: Limits = Limits()
 
 
@@ -85,7 +88,9 @@ class ServerCore:
         self.config = model_server_config_pb2.ModelServerConfig()
         self._config_lock = threading.Lock()
         self.metrics = options.metrics
-        self.batch_scheduler = (BatchScheduler(options.batching, self.metrics.queued if self.metrics else None)
+        self.serving_log = options.serving_log
+        self.batch_scheduler = (BatchScheduler(options.batching, self.metrics.queued if self.metrics else None,
+                                               self.serving_log.batch if self.serving_log else None)
                                 if options.batching else None)
         self.limits = options.limits
         self.queues = ModelQueues(options.limits)
@@ -100,9 +105,12 @@ class ServerCore:
     def observe(self, model: str, api: str, entrypoint: str, error: ServingError | None, seconds: float,
                 version: int | None = None, signature: str | None = None) -> None:
         """Record one request in the metrics (when monitoring is on)."""
+        status = "OK" if error is None else error.code.name
+        version = version if version is not None else getattr(error, "version", None)  # see start_predict
         if self.metrics is not None:
-            status = "OK" if error is None else error.code.name
             self.metrics.request(model, api, entrypoint, status, seconds, version, signature)
+        if self.serving_log is not None:
+            self.serving_log.request(model, version, status, seconds)
 
     # --- config -------------------------------------------------------------------------------------
 
@@ -150,9 +158,11 @@ class ServerCore:
         self.source.start()
 
     def stop(self) -> None:
-        """Stop polling and unload everything, draining requests in flight."""
+        """Stop polling and unload everything, draining requests in flight; write the last serving log."""
         self.source.stop()
         self.manager.stop()
+        if self.serving_log is not None:
+            self.serving_log.stop()
 
     def ready(self) -> bool:
         """True when every configured model has an AVAILABLE version (tfzoo's readiness extension)."""
@@ -231,10 +241,25 @@ class ServerCore:
             if callable(inputs):
                 inputs = inputs(signature)
             future, aliases = servable.start(signature, inputs, output_filter, self.queues[spec.name])
+            if self.serving_log is not None:
+                future.add_done_callback(functools.partial(self._log_predict, servable, inputs, aliases))
             return servable, signature, future, aliases
-        except BaseException:
+        except BaseException as e:
             servable.release()
+            if isinstance(e, ServingError):
+                e.version = servable.version  # the version that refused it (its metrics and serving log)
             raise
+
+    def _log_predict(self, servable: Servable, inputs: dict, aliases: list[str],
+                     done: concurrent.futures.Future) -> None:
+        """What a finished Predict saw and answered, for --tensorboard_logdir (on the thread that ran it)."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        try:
+            self.serving_log.predicted(servable.name, servable.version, servable.path, inputs,
+                                       dict(zip(aliases, done.result(), strict=True)))
+        except Exception:  # a summary must never fail a request
+            log.exception("TensorBoard serving log of %s failed", servable.name)
 
     def predict_on(self, servable: Servable, signature_name: str, inputs, output_filter=()) -> dict[str, np.ndarray]:
         """Predict on one servable (also used by warmup)."""

@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
          "tfzoo: threads that run each model's requests (every model has its own, and its own queue).")
     flag("max_enqueued_requests_per_model", int, limits.max_enqueued_requests_per_model,
          "tfzoo: requests one model may have queued or running; more are answered UNAVAILABLE / 503.")
+    flag("tensorboard_logdir", str, "",
+         "tfzoo: if set, write TensorBoard summaries of what each model version serves to DIR/<model>/<version> "
+         "(requests, errors by code, latency p50/p99, batch sizes, predicted-class shares and their drift from the "
+         "training labels, input pixel statistics, generated lengths): see serving/server/tensorboard_log.py.")
+    flag("tensorboard_log_interval_seconds", float, 30.0,
+         "tfzoo: seconds between two writes of the --tensorboard_logdir summaries (one step each).")
     flag("server_processes", int, 1,
          "tfzoo: server processes sharing the gRPC and REST ports (SO_REUSEPORT), each loading every model; "
          "see serving/server/processes.py for what differs from one process.")
@@ -211,6 +217,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for name in [field.name for field in dataclasses.fields(Limits)] + ["server_processes"]:
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
+    if args.tensorboard_log_interval_seconds <= 0:
+        parser.error("--tensorboard_log_interval_seconds must be positive")
+    if args.tensorboard_logdir and args.server_processes > 1:
+        parser.error("--tensorboard_logdir writes one process's summaries: use it with --server_processes=1")
     if args.rest_api_port and args.rest_api_port == args.port:
         parser.error("--rest_api_port cannot be the same as --port")
     return args

@@ -60,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from serving.server.model_server import ModelServer
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TF1 loader deprecation notices
+    from serving.server.tensorboard_log import LogdirError
+
     try:
         server = ModelServer(args, config)
-    except config_lib.ConfigError as e:  # --tensorflow_session_config_file, parsed once TensorFlow is loaded
+    except (config_lib.ConfigError, LogdirError) as e:  # files read once TensorFlow is loaded
         print(e, file=sys.stderr)
         return 1
     try:

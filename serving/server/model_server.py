@@ -25,6 +25,7 @@ from serving.server.errors import ServingError
 from serving.server.grpc_service import AioServicer, ModelService, PredictionService
 from serving.server.metrics import Metrics
 from serving.server.startup import StartupConfig
+from serving.server.tensorboard_log import ServingLog
 
 log = logging.getLogger("tfzoo.serving")
 
@@ -66,6 +67,8 @@ class ModelServer:
             enable_signature_method_name_check=args.enable_signature_method_name_check,
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
             limits=flags.limits(args),
+            serving_log=(ServingLog(args.tensorboard_logdir, args.tensorboard_log_interval_seconds)
+                         if args.tensorboard_logdir else None),
         ))
         self.grpc_server = None
         self.rest_server = None

@@ -388,3 +388,31 @@ def test_mailbox_hands_a_burst_of_results_to_the_loop_with_one_wake_up():
     assert [r for i, r in enumerate(results) if i != 5] == [i for i in range(32) if i != 5]
     loop.close()
     mailbox.put(futures[0], "late")  # after the server's loop closed: dropped, no error
+
+
+def test_serving_log_summarises_generated_lengths_batch_sizes_and_drift(tmp_path):
+    """--tensorboard_logdir's summaries, read back with TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorflow import make_ndarray
+
+    from serving.server.tensorboard_log import ServingLog, predicted_classes, total_variation
+
+    serving_log = ServingLog(tmp_path, interval_seconds=3600)
+    serving_log.predicted("gpt", 1, str(tmp_path), {"prompt": np.array([b"a", b"b"], object)},
+                          {"generated": np.array(["héllo".encode(), b"hi"], object)})
+    serving_log.batch("gpt", 1, 3)
+    serving_log.batch("gpt", 1, 5)
+    serving_log.request("gpt", 1, "OK", 0.010)
+    serving_log.request("gpt", 1, "INVALID_ARGUMENT", 0.002)
+    serving_log.stop()
+    events = EventAccumulator(str(tmp_path / "gpt" / "1"), size_guidance={"tensors": 0})
+    events.Reload()
+    value = lambda tag: make_ndarray(events.Tensors(tag)[0].tensor_proto)  # noqa: E731
+    assert float(value("requests")) == 2 and float(value("errors/INVALID_ARGUMENT")) == 1
+    assert float(value("batch_size/mean")) == 4
+    lengths = value("outputs/generated_length")  # histogram buckets: (left, right, count)
+    assert lengths[:, 2].sum() == 2 and lengths[0, 0] == 2 and lengths[-1, 1] == 5  # "hi", "héllo" in characters
+    assert total_variation([1, 0], [0.5, 0.5]) == 0.5 and total_variation([0.2, 0.8], [0.2, 0.8]) == 0
+    assert predicted_classes({"probabilities": np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)}).tolist() == [1, 0]
+    assert predicted_classes({"top_k_ids": np.array([[3, 1]], np.int32)}).tolist() == [3]
+    assert predicted_classes({"y": np.zeros((2, 2), np.float32)}) is None
