@@ -116,6 +116,9 @@ def to_tensor_proto(array: np.ndarray, dtype_enum: int | None = None, *,
         proto.dtype = STRING
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
         return proto
+    # A TF1 variable's output is declared as its reference type (DT_FLOAT_REF = DT_FLOAT + 100): the value's
+    # type is the base one, as TensorFlow writes it.
+    dtype_enum = dtype_enum - 100 if dtype_enum and dtype_enum > 100 else dtype_enum
     proto.dtype = dtype_enum or tf.dtypes.as_dtype(array.dtype).as_datatype_enum
     array = np.ascontiguousarray(array, dtype=np_dtype(proto.dtype))
     if as_content:
