@@ -105,21 +105,29 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 def cmd_export_config(args: argparse.Namespace) -> int:
     """Write a ModelServerConfig naming every model under the models dir."""
     from pipelines import paths
-    from serving import config
 
-    models = paths.models_dir(args.models_dir).resolve()
-    path = config.write_models_config(models, args.output)
+    path = write_models_config(paths.models_dir(args.models_dir).resolve(), args.output)
     print(f"wrote {path}")
     return 0
+
+
+def write_models_config(models: Path, output: str | None = None) -> Path:
+    """`serving.config.write_models_config`, its "no models here" a user error (serving never imports pipelines)."""
+    from serving import config
+
+    try:
+        return config.write_models_config(models, output)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Write models.config, then exec the real tensorflow_model_server if on PATH, else tfzoo-model-server."""
     from pipelines import paths
-    from serving import config, launch
+    from serving import launch
 
     models = paths.models_dir(args.models_dir).resolve()
-    path = config.write_models_config(models)
+    path = write_models_config(models)
     server = None if args.embedded or args.tensorboard else launch.find_tensorflow_model_server()
     argv = [server or sys.executable, *([] if server else ["-m", "serving.server"]),
             f"--port={args.port}", f"--rest_api_port={args.rest_api_port}", f"--model_config_file={path}"]
