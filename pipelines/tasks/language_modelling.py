@@ -52,7 +52,7 @@ def encode(text: str, chars: str) -> np.ndarray:
     index = {c: i for i, c in enumerate(chars)}
     unknown = sorted(set(text) - set(index))
     if unknown:
-        raise ValueError(f"the text has {len(unknown)} characters outside the model's vocabulary: {unknown[:10]}; "
+        raise UserError(f"the text has {len(unknown)} characters outside the model's vocabulary: {unknown[:10]}; "
                          "train on a dataset within the vocabulary or register a model with its characters")
     return np.fromiter((index[c] for c in text), dtype=np.int32, count=len(text))
 
