@@ -90,6 +90,12 @@ def unit_range(images: np.ndarray) -> np.ndarray:
     return np.asarray(to_unit_range(images))
 
 
+def relative(path: str | os.PathLike) -> str:
+    """`path` relative to the repository root (where the bench keeps its runs), else as it is."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def train_model(name: str, args, epochs: int, export: bool = True) -> tuple[train.RunResult, Meter]:
     print(f"== training {name} ({epochs} epochs on {args.dataset})", flush=True)
     with Meter() as meter:
@@ -175,16 +181,19 @@ def judge_cgan(cgan: train.RunResult, args, epochs: dict[str, int], fd_classifie
                                          test_labels, num_classes),
         }
         test = unit_range(test_images)
-        judge_accuracy = cas.shares(cas.predicted_classes(judge, test), test_labels, num_classes)[0]
+        judge_accuracy, judge_recall = cas.shares(cas.predicted_classes(judge, test), test_labels, num_classes)
+        fd_recall = cas.shares(cas.predicted_classes(fd_classifier, test), test_labels, num_classes)[1]
         for model, record in pair.values():
             record["test_accuracy"], record["test_per_class"] = cas.shares(cas.predicted_classes(model, test),
                                                                            test_labels, num_classes)
     return {
-        "cgan": {"run": str(cgan.run_dir), "export": str(cgan.export_dir)},
+        "cgan": {"run": relative(cgan.run_dir), "export": relative(cgan.export_dir)},
         "judge": {"model": JUDGE, "hparams": dict(judge_run.config.hparams), "epochs": epochs[JUDGE],
-                  "run": str(judge_run.run_dir), **judge.describe(), "val_accuracy": judge_run.metrics["val_accuracy"],
-                  "test_accuracy": judge_accuracy, "train_cpu_minutes": judge_meter.cpu_minutes},
-        "fd_classifier": card["fd_classifier"],
+                  "run": relative(judge_run.run_dir), "checkpoint": relative(judge.checkpoint), "sha256": judge.sha256,
+                  "val_accuracy": judge_run.metrics["val_accuracy"], "test_accuracy": judge_accuracy,
+                  "test_per_class": judge_recall, "train_cpu_minutes": judge_meter.cpu_minutes},
+        "fd_classifier": {**card["fd_classifier"], "checkpoint": relative(card["fd_classifier"]["checkpoint"]),
+                          "test_per_class": fd_recall},
         "samples": len(samples),
         "consistency": {name: {"share": share, "per_class": per_class}
                         for name, (share, per_class) in consistency.items()},
@@ -242,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         test_features, test_predicted = classifier(unit_range(test_images))
         floor = fid.frechet_distance(classifier(unit_range(train_images[picked]))[0], test_features)
     classifier_accuracy = float(np.mean(test_predicted == test_labels))
-    run_info.update(classifier={"run": classifier_run.name, **classifier.describe(),
-                                "test_accuracy": classifier_accuracy},
+    run_info.update(classifier={"run": classifier_run.name, "checkpoint": relative(classifier.checkpoint),
+                                "sha256": classifier.sha256, "test_accuracy": classifier_accuracy},
                     floor=floor, floor_cpu_minutes=floor_meter.cpu_minutes)
     print(f"FD-cnn floor (train vs test): {floor:.3f}; classifier test accuracy {classifier_accuracy:.4f}", flush=True)
 
@@ -258,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cgan":
             records[JUDGED] = {"run": run_info, **judge_cgan(run, args, epochs, classifier, test_images, test_labels)}
             print(json.dumps(records[JUDGED], indent=2), flush=True)
+        run_info["load_average_1m"] = os.getloadavg()[0]  # how busy the shared machine was (CPU minutes inflate)
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(records, indent=2, ensure_ascii=False))
         output.write_text(report(records))  # after each model
@@ -310,11 +320,13 @@ def run_line(run: dict) -> str:
     trained = run.get("classifier_trained")
     how = (f"trained by this run, {trained['epochs']} epochs, {trained['cpu_minutes']:.2f} CPU min" if trained
            else "reused")
+    load = f", load average {run['load_average_1m']:.1f} at its last write" if "load_average_1m" in run else ""
     return (f"`{run['command']}` · commit {run['commit']} · {run['date']} · data `{run['dataset']}` · "
-            f"{run['machine']} (run under `nice -n 15`), TensorFlow {run['tensorflow']} · FD classifier: `cnn` run "
-            f"`{classifier['run']}` ({how}), test accuracy {classifier['test_accuracy']:.4f} · FD-cnn floor "
+            f"{run['machine']} (run under `nice -n 15`{load}), TensorFlow {run['tensorflow']} · FD classifier: `cnn` "
+            f"run `{classifier['run']}` ({how}), test accuracy {classifier['test_accuracy']:.4f} · FD-cnn floor "
             f"{run['floor']:.3f} between {FLOOR_IMAGES:,} random train images and the test images "
-            f"({run['floor_cpu_minutes']:.2f} CPU min, reading both splits included)")
+            f"({run['floor_cpu_minutes']:.2f} CPU min, reading both splits included)"
+            + "".join(f". {note}" for note in run.get("notes", [])))
 
 
 def judges_report(j: dict, run_number: int) -> list[str]:
@@ -333,8 +345,10 @@ def judges_report(j: dict, run_number: int) -> list[str]:
         ("auxiliary_head", "cgan's own auxiliary classifier head (its discriminator's class logits)", "yes",
          "it is the loss", "—"),
     ]
-    per_class = zip(j["labels"], *(consistency[key]["per_class"] for key, *_ in judges),
-                    generated["test_per_class"], real["test_per_class"], strict=True)
+    per_class = zip(j["labels"], consistency["judge"]["per_class"], judge["test_per_class"],
+                    consistency["fd_classifier"]["per_class"], fd["test_per_class"],
+                    consistency["auxiliary_head"]["per_class"], generated["test_per_class"], real["test_per_class"],
+                    strict=True)
     return [
         "## cgan judged by classifiers it never trained against",
         "",
@@ -381,10 +395,13 @@ def judges_report(j: dict, run_number: int) -> list[str]:
         "",
         f"CAS / real-data accuracy: **{generated['test_accuracy'] / real['test_accuracy']:.3f}**.",
         "",
-        "Per class: share of samples in the requested class by each judge; test recall of the two CAS classifiers.",
+        "Per class: the share of samples in the requested class by each judge, beside the judge's recall of that "
+        "class on the real test images (a judge that confuses a class on real images also does on samples); "
+        "test recall of the two CAS classifiers.",
         "",
-        "| class | independent judge | FD cnn | auxiliary head | CAS classifier recall | real-data classifier recall |",
-        "|---|---|---|---|---|---|",
+        "| class | independent judge: share | its real recall | FD cnn: share | its real recall | auxiliary head: "
+        "share | CAS classifier: recall | real-data classifier: recall |",
+        "|---|---|---|---|---|---|---|---|",
         *(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |" for label, *values in per_class),
         "",
     ]
