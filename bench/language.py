@@ -61,6 +61,8 @@ BUDGET_CONFIGS = {
 REQUESTS = 5  # per signature, protocol and length: the median is reported
 
 sys.path.insert(0, str(REPO))
+from provenance import git_commit  # noqa: E402  (bench/, the script's directory, is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -409,16 +411,6 @@ def fmt(value: float, digits: int = 3) -> str:
 def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
-
-def git_commit() -> str:
-    """The checkout's short commit, marked when tracked files have uncommitted changes."""
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
 
 
 def when(section: dict) -> str:

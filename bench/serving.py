@@ -65,6 +65,8 @@ BATCHING = "max_batch_size { value: 32 } batch_timeout_micros { value: 1000 } " 
            "max_enqueued_batches { value: 1000 } num_batch_threads { value: 2 }"
 
 sys.path.insert(0, str(REPO))
+from provenance import git_commit  # noqa: E402  (bench/, the script's directory, is on sys.path)
+
 from serving.launch import free_port  # noqa: E402
 
 # --- models and request bodies --------------------------------------------------------------------
@@ -659,13 +661,6 @@ def mixed_section(args: argparse.Namespace) -> str:
 SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
     "peers": peers_section, "half_open": half_open_section, "mixed": mixed_section}
 
-
-def git_commit() -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
 
 
 def script_report(title: str, script: str, argv: list[str], started: float, body: str) -> str:

@@ -16,11 +16,12 @@ import argparse
 import collections
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import git_commit  # bench/, the script's directory, is on sys.path
 
 from pipelines import data, evaluate, train
 from pipelines.data import timeseries
@@ -83,10 +84,6 @@ def row(f: dict) -> str:
             f"{e['input_length']} {step}s -> the next {e['horizon']}) | seasonal-naive MAE "
             f"{e['seasonal_naive_mae']:.3f} (period {e['period']}); beats it: {verdict} | {cost} |")
 
-
-def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                          capture_output=True, text=True).stdout.strip()
 
 
 def write(figures: list[dict], command: str) -> None:

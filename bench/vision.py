@@ -145,8 +145,7 @@ def run(config: str) -> dict:
         "command": f"tfzoo train {model} {sets}".strip() + f"   # or: .venv/bin/python bench/vision.py {config}",
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (shared)",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": __import__("subprocess").run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                               text=True).stdout.strip(),
+        "commit": __import__("provenance").git_commit(),
     }
 
 
