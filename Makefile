@@ -61,6 +61,7 @@ bench-vision: install
 # gpt at nanoGPT's CPU configuration, step-time variants, char_rnn at the same CPU budget, served generation with
 # and without the KV cache (about 25 CPU minutes; writes bench/results/language.md; --only SECTION re-measures one)
 bench-language: install
+	$(PY) -m pip install --quiet -e '.[bench]'  # torch (CPU) for the same-run nanoGPT reference
 	nice -n 15 $(PY) bench/language.py
 
 # Soak test: every zoo model and TF Serving's fixtures on one server for 12 minutes (plus start-up, and the models'
