@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language soak clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language bench-training soak clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -63,6 +63,12 @@ bench-vision: install
 bench-language: install
 	$(PY) -m pip install --quiet -e '.[bench]'  # torch (CPU) for the same-run nanoGPT reference
 	nice -n 15 $(PY) bench/language.py
+
+# tfzoo's trainer beside a plain-Keras script (same model, recipe and data) on cnn, resnet and gpt, each side in its own
+# process, interleaved: steady-state examples/s, pauses at epoch boundaries, whole-run wall time (about 25 minutes on a
+# quiet 2-core machine; not niced: it measures wall-clock time; writes bench/results/training-speed.md)
+bench-training: install
+	$(PY) bench/training_speed.py
 
 # Soak test: every zoo model and TF Serving's fixtures on one server for 12 minutes (plus start-up, and the models'
 # one-time export), valid and invalid requests on both protocols, a new version each minute and config reloads;
