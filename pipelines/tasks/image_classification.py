@@ -194,7 +194,6 @@ class ImageClassification(ImageTask):
                        "fine_tune_epochs": 0, "fine_tune_layers": 0, "fine_tune_rate": 0.1}
 
     @override
-    @override
     def load_splits(self, data_dir) -> Splits:
         """The default splits; the train split's label shares are kept for the model card."""
         splits = super().load_splits(data_dir)
