@@ -68,6 +68,19 @@ def repeating(dataset: tf.data.Dataset | None) -> tuple[tf.data.Dataset | None, 
     return (dataset.repeat(), length) if length > 0 else (dataset, None)
 
 
+def without_autotune(dataset: tf.data.Dataset | None) -> tf.data.Dataset | None:
+    """`dataset` with tf.data's autotuning model off. With it on, an iterator's destructor waits for its
+    autotune thread (`Model::OptimizeLoop`) to wake and stop: seconds of idle process each time Keras drops an
+    iterator (the validation one after every evaluation, the train one at the end of fit; up to 50 s measured
+    on resnet in bench/results/training-speed.md). The pipelines' AUTOTUNE parallelism then stays at its
+    default (the core count) and prefetch buffers still grow on demand, which measured no slower here."""
+    if dataset is None:
+        return None
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def make_run_id() -> str:
     """A sortable, unique run id: UTC timestamp plus process id."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
@@ -140,16 +153,17 @@ def train(
         callbacks.append(keras.callbacks.EarlyStopping(patience=recipe["early_stopping_patience"],
                                                        restore_best_weights=True))
 
-    validation, validation_steps = repeating(splits.validation)
+    validation, validation_steps = repeating(without_autotune(splits.validation))
     start = time.perf_counter()
     # One iterator for the whole run on both pipelines (`steps_per_epoch` and `validation_steps` batches an
     # epoch): a new iterator per epoch costs a pause at every boundary while the last one's tf.data threads stop.
     # shuffle=False: the tf.data pipeline already reshuffles; Keras cannot shuffle a Dataset.
-    history = model.fit(splits.train, validation_data=validation, validation_steps=validation_steps,
+    history = model.fit(without_autotune(splits.train), validation_data=validation,
+                        validation_steps=validation_steps,
                         epochs=recipe["epochs"], steps_per_epoch=splits.steps_per_epoch, shuffle=False,
                         callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
-    test = model.evaluate(splits.test, return_dict=True, verbose=0)
+    test = model.evaluate(without_autotune(splits.test), return_dict=True, verbose=0)
 
     epochs_run = len(history.epoch)  # fewer than recipe["epochs"] after a resume or an early stop
     metrics = {

@@ -153,7 +153,7 @@ def test_training_logs_loss_and_learning_rate_per_step_and_a_text_sample_per_epo
     assert losses[0] == pytest.approx(UNIFORM_LOSS, abs=0.1)  # untrained, the model predicts ~uniformly
     assert np.mean(losses[-5:]) < UNIFORM_LOSS - LEARNED  # measured 3.90-4.00 (single batches: noisy)
     rates = [float(tf.make_ndarray(e.tensor_proto)) for e in train_events.Tensors("learning_rate")]
-    assert rates[2] > rates[0] and rates[-1] < max(rates)  # warmup, then decay
+    assert rates[0] == 0.0 and rates[2] > rates[0] and rates[-1] < max(rates)  # step 1 trains at 0: warmup, decay
     samples = EventAccumulator(str(run_dir / "validation"), size_guidance={"tensors": 0}).Reload().Tensors("sample")
     assert [e.step for e in samples] == [0, 1] and b"prompt:" in samples[-1].tensor_proto.string_val[0]
     assert runs[name].metrics["test_split"].startswith("validation (all")
