@@ -45,7 +45,9 @@ def measure(seed: int) -> dict:
     from pipelines import evaluate, train
 
     before, started = cpu_seconds(), time.perf_counter()
-    result = train.train("resnet", seed=seed, runs_dir=WORK / "runs", models_dir=WORK / f"models-{seed}", verbose=2)
+    # A fixed run id: a seed interrupted mid-run resumes from its last epoch (the trainer's BackupAndRestore).
+    result = train.train("resnet", seed=seed, run_id=f"seed-{seed}", runs_dir=WORK / "runs",
+                         models_dir=WORK / f"models-{seed}", verbose=2)
     train_cpu, train_wall = cpu_seconds() - before, time.perf_counter() - started
     scores = evaluate.evaluate(result.export_dir, split="test")
     return {"seed": seed, "test_accuracy": scores["accuracy"], "test_examples": scores["examples"],
