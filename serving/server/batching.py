@@ -1,5 +1,9 @@
 """Server-side batching (`--enable_batching`): concurrent requests to one signature become one Session run.
 
+With `--enable_per_model_batching_parameters`, a version whose SavedModel directory holds
+`batching_params.pbtxt` batches with those parameters, and a version without one is not batched
+(TF Serving's GetPerModelBatchingParams); `per_model_options` reads the file.
+
 As TF Serving's BatchingSession with its BasicBatchScheduler: requests queue per (signature, feeds,
 fetches); a batch closes when it holds `max_batch_size` rows or `batch_timeout_micros` after its
 first request; `num_batch_threads` batches of each model run at once, on threads of that model's own
@@ -62,6 +66,24 @@ class BatchingOptions:
         if options.max_batch_size <= 0 or options.num_batch_threads <= 0 or options.max_enqueued_batches <= 0:
             raise ValueError("max_batch_size, num_batch_threads and max_enqueued_batches must be positive")
         return options
+
+
+PER_MODEL_FILE = "batching_params.pbtxt"
+
+
+def per_model_options(path: str | os.PathLike) -> BatchingOptions | None:
+    """The BatchingOptions of `path`/batching_params.pbtxt, or None when the version has no such file.
+    A file that does not parse, or holds invalid parameters, fails the version's load (as in TF Serving)."""
+    from serving import config as config_lib
+    from serving.server.protos import BatchingParameters
+
+    file = os.path.join(path, PER_MODEL_FILE)
+    if not os.path.isfile(file):
+        return None
+    try:
+        return BatchingOptions.from_proto(config_lib.read_text(file, BatchingParameters))
+    except ValueError as e:  # ConfigError (parse) included
+        raise invalid(f"Invalid {file}: {e}") from None
 
 
 @dataclasses.dataclass
@@ -220,17 +242,21 @@ class BatchScheduler:
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
 
-    def batcher(self, key: tuple, run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Batcher:
-        """The batcher for `key` (whose first item is the model's name), created on first use."""
+    def batcher(self, key: tuple, run: Callable[[list[np.ndarray]], list[np.ndarray]],
+                options: BatchingOptions | None = None) -> Batcher:
+        """The batcher for `key` (whose first item is the model's name), created on first use, with `options`
+        (a version's own batching_params.pbtxt) or the server's."""
+        options = options or self.options
         with self._lock:
             batcher = self._batchers.get(key)
             if batcher is None:
-                pool = self._pools.get(key[0])
+                pool_key = (key[0], options.num_batch_threads)
+                pool = self._pools.get(pool_key)
                 if pool is None:
-                    pool = self._pools[key[0]] = concurrent.futures.ThreadPoolExecutor(
-                        self.options.num_batch_threads, thread_name_prefix=f"batch:{key[0]}")
+                    pool = self._pools[pool_key] = concurrent.futures.ThreadPoolExecutor(
+                        options.num_batch_threads, thread_name_prefix=f"batch:{key[0]}")
                 on_batch = functools.partial(self.on_batch, key[0], key[1]) if self.on_batch else None
-                batcher = self._batchers[key] = Batcher(run, self.options, pool, self.on_queue_latency, on_batch)
+                batcher = self._batchers[key] = Batcher(run, options, pool, self.on_queue_latency, on_batch)
             return batcher
 
     def forget(self, prefix: tuple) -> None:

@@ -23,7 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as config_lib
 from serving.server import servable as servable_lib
-from serving.server.batching import BatchingOptions, BatchScheduler
+from serving.server.batching import BatchingOptions, BatchScheduler, per_model_options
 from serving.server.errors import ServingError, invalid, not_found
 from serving.server.execution import Budget, Limits, ModelQueues
 from serving.server.manager import Manager, VersionState
@@ -55,6 +55,9 @@ class Options:
     enable_signature_method_name_check: bool = False
     allow_version_labels_for_unavailable_models: bool = False
     batching: BatchingOptions | None = None
+    enable_per_model_batching_parameters: bool = False
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
     metrics: Metrics | None = None
     serving_log: ServingLog | None = None  # --tensorboard_logdir
     limits: Limits = Limits()
@@ -83,7 +86,9 @@ class ServerCore:
         if options.tensorflow_inter_op_parallelism:
             self.session_config.inter_op_parallelism_threads = options.tensorflow_inter_op_parallelism
         self.manager = Manager(self._load, self._warmup, max_num_load_retries=options.max_num_load_retries,
-                               load_retry_interval_seconds=options.load_retry_interval_micros / 1e6)
+                               load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
+                               num_load_threads=options.num_load_threads,
+                               num_unload_threads=options.num_unload_threads)
         self.source = FileSystemSource(self.manager.set_aspired_versions, options.file_system_poll_wait_seconds)
         self.config = model_server_config_pb2.ModelServerConfig()
         self._config_lock = threading.Lock()
@@ -138,6 +143,7 @@ class ServerCore:
                 self.queues.remove(name)
             self.source.set_models(models)
             self.manager.wait_until_settled(names, timeout)
+            self.manager.end_initial_load()
             for m in models:
                 self._apply_labels(m)
             self.config = config
@@ -173,8 +179,13 @@ class ServerCore:
 
     def _load(self, name: str, version: int, path: str) -> Servable:
         tags = [t for t in self.options.saved_model_tags.split(",") if t]
+        scheduler, batching = self.batch_scheduler, None
+        if scheduler is not None and self.options.enable_per_model_batching_parameters:
+            # TF Serving: the version's own batching_params.pbtxt, and no batching for a version without one.
+            batching = per_model_options(path)
+            scheduler = scheduler if batching is not None else None
         return servable_lib.load(name, version, path, tags=tags, session_config=self.model_session_config(name),
-                                 batch_scheduler=self.batch_scheduler,
+                                 batch_scheduler=scheduler, batching=batching,
                                  on_runtime=self.metrics.runtime if self.metrics else None)
 
     def model_session_config(self, name: str) -> config_pb2.ConfigProto:

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("enable_serialization_as_tensor_content", bool, False,
          "Enable serialization of predict response as tensor content (default: the repeated *_val fields).")
     flag("num_load_threads", int, 0, "The number of threads in the thread-pool used to load servables. If set "
-                                     "as 0, servable loads are performed serially.")
+                                     "as 0, servable loads are performed serially. (As in TF Serving, the models "
+                                     "of the initial config load on 4 x cores threads.)")
     flag("num_unload_threads", int, 0, "The number of threads in the thread-pool used to unload servables.")
     flag("remove_unused_fields_from_bundle_metagraph", bool, True,
          "Removes unused fields from MetaGraphDef proto message to save memory.")
@@ -165,14 +166,12 @@ REFUSED = {
 REFUSED_VALUES = {
     ("prefer_tflite_model", True): "serving model.tflite files is not implemented yet (the model-compression "
                                    "issue); remove the flag to serve the SavedModel",
-    ("enable_per_model_batching_parameters", True): "per-model batching_params.pbtxt is not implemented yet; use "
-                                                    "--batching_parameters_file",
     ("use_alts_credentials", True): "ALTS (Google's Application Layer Transport Security) is not available: use "
                                     "--ssl_config_file for TLS",
 }
 # Flags whose every value is accepted and only logged: they tune what this server does not have (a TFLite runtime
-# until the compression issue, TPUs, GPUs, C++ thread-pool factories, the C++ MetaGraphDef kept in memory,
-# load/unload thread pools: versions load one at a time here) or, for XLA, a compilation this server always does.
+# until the compression issue, TPUs, GPUs, C++ thread-pool factories, the C++ MetaGraphDef kept in memory) or,
+# for XLA, a compilation this server always does.
 ACCEPTED = {
     "num_tflite_pools": "no TFLite runtime is served yet",
     "num_tflite_interpreters_per_pool": "no TFLite runtime is served yet",
@@ -181,8 +180,6 @@ ACCEPTED = {
     "thread_pool_factory_config_file": "C++ thread-pool factories do not exist in this server; each model has "
                                        "its own threads (--model_threads)",
     "remove_unused_fields_from_bundle_metagraph": "the MetaGraphDef is not kept in memory after loading",
-    "num_load_threads": "versions load one at a time",
-    "num_unload_threads": "versions unload one at a time",
     "xla_cpu_compilation_enabled": "XLA-compiled (jit_compile) functions always compile here; TF Serving refuses "
                                    "them unless this is true",
 }

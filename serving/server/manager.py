@@ -1,17 +1,20 @@
 """The manager: applies aspired versions, loads (and warms) new versions, swaps, drains and unloads.
 
 A source tells the manager which versions of a model it aspires to; a worker thread reconciles:
-new versions are loaded and warmed up, then become AVAILABLE; versions no longer aspired are
+new versions are loaded and warmed up (the initial models in parallel, later ones on `num_load_threads`,
+as TF Serving), then become AVAILABLE; versions no longer aspired are
 unloaded only once an aspired version is AVAILABLE (TF Serving's availability-preserving policy),
 and only after the requests holding them have finished. Requests get a servable through `handle`,
 which keeps that version alive until the request is done.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,8 +46,16 @@ class Manager:
     """Aspired-versions manager for every model the server knows."""
 
     def __init__(self, load: Callable[[str, int, str], Servable], warmup: Callable[[Servable], None], *,
-                 max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0):
+                 max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0,
+                 num_load_threads: int = 0, num_unload_threads: int = 0,
+                 num_initial_load_threads: int = 4 * (os.cpu_count() or 1)):
         self._load, self._warmup = load, warmup
+        # TF Serving's ServerCore: the initial models load on 4 x cores threads, later versions on
+        # num_load_threads (0: one at a time in the manager's thread), unloads on num_unload_threads.
+        self.num_load_threads, self.num_unload_threads = num_load_threads, num_unload_threads
+        self._load_threads = num_initial_load_threads
+        self._load_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._load_pool_threads = 0
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval_seconds = load_retry_interval_seconds
         self._lock = threading.RLock()
@@ -173,24 +184,66 @@ class Manager:
                 log.exception("manager reconcile failed")
 
     def _reconcile(self) -> None:
+        loads = []
         for name in self.models():
             with self._lock:
-                aspired = dict(self._aspired.get(name, {}))
+                aspired = self._aspired.get(name, {})
                 versions = self._versions.setdefault(name, {})
-                to_load = [v for v in sorted(aspired) if v not in versions]
-                for v in to_load:
-                    versions[v] = VersionState(v, aspired[v])
-            for v in to_load:
-                if self._stop.is_set():
-                    return
-                self._load_version(name, versions[v])
+                for v in sorted(aspired):
+                    if v not in versions:
+                        versions[v] = VersionState(v, aspired[v])
+                        loads.append((name, versions[v]))
+        self._start_loads(loads)
+        unloads = []
+        for name in self.models():
             with self._lock:
-                retire = self._to_retire(aspired, versions)
+                retire = self._to_retire(self._aspired.get(name, {}), self._versions.get(name, {}))
                 for s in retire:
                     s.state = State.UNLOADING
                     self._changed.notify_all()
-            for s in retire:
-                self._unload_version(name, s)
+                unloads += [(name, s) for s in retire]
+        self._each(self._unload_version, unloads, self.num_unload_threads)
+
+    def _start_loads(self, loads: list[tuple[str, VersionState]]) -> None:
+        """Load each (name, state): in this thread, one after the other, when the load threads are 0 or 1
+        (TF Serving's "no thread pool"); else on the load pool, without waiting (a finished load wakes the
+        worker, which then retires what it replaces), so a version aspired meanwhile starts at once."""
+        threads = self._load_threads
+        if threads <= 1:
+            self._each(self._load_version, loads, 1)
+            return
+        with self._lock:
+            if self._load_pool is None or self._load_pool_threads != threads:
+                if self._load_pool is not None:
+                    self._load_pool.shutdown(wait=False)  # its queued loads still run
+                self._load_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="load")
+                self._load_pool_threads = threads
+            for name, state in loads:
+                self._load_pool.submit(self._load_and_wake, name, state)
+
+    def _load_and_wake(self, name: str, state: VersionState) -> None:
+        if not self._stop.is_set():
+            self._load_version(name, state)
+        self._wake.set()
+
+    def _each(self, fn: Callable[[str, VersionState], None], items: list[tuple[str, VersionState]],
+              threads: int) -> None:
+        """`fn(name, state)` for each item: in this thread one after the other (threads 0 or 1, TF Serving's
+        "no thread pool"), or on a pool of `threads`; returns when all are done."""
+        if threads <= 1 or len(items) <= 1:
+            for name, state in items:
+                if self._stop.is_set():
+                    return
+                fn(name, state)
+            return
+        with concurrent.futures.ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="manager") as pool:
+            for future in [pool.submit(fn, name, state) for name, state in items]:
+                future.result()  # both functions report their failures in the version's state
+
+    def end_initial_load(self) -> None:
+        """The initial models are in: later loads use `num_load_threads` (TF Serving's ServerCore switches from
+        `num_initial_load_threads` the same way)."""
+        self._load_threads = self.num_load_threads
 
     @staticmethod
     def _to_retire(aspired: dict[int, str], versions: dict[int, VersionState]) -> list[VersionState]:
@@ -249,6 +302,8 @@ class Manager:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        if self._load_pool is not None:  # loads in progress finish (and are unloaded below); queued ones never start
+            self._load_pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             loaded = [(n, s) for n, vs in self._versions.items() for s in vs.values() if s.servable is not None]
         for name, state in loaded:

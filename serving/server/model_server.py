@@ -54,6 +54,9 @@ class ModelServer:
         self._config_text = startup.models_text
         self.core = ServerCore(Options(
             batching=startup.batching,
+            enable_per_model_batching_parameters=args.enable_per_model_batching_parameters,
+            num_load_threads=args.num_load_threads,
+            num_unload_threads=args.num_unload_threads,
             metrics=Metrics() if self.monitoring else None,
             file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
             max_num_load_retries=args.max_num_load_retries,

@@ -96,9 +96,10 @@ class Servable:
 
     def __init__(self, name: str, version: int, path: str, *, tags: list[str],
                  session_config: config_pb2.ConfigProto | None = None, batch_scheduler=None,
-                 on_runtime: Callable[[str, float], None] | None = None):
+                 batching=None, on_runtime: Callable[[str, float], None] | None = None):
         self.name, self.version, self.path = name, version, str(path)
-        self.batch_scheduler, self.on_runtime = batch_scheduler, on_runtime
+        # `batching`: this version's BatchingOptions (None: the scheduler's); no scheduler: no batching.
+        self.batch_scheduler, self.batching, self.on_runtime = batch_scheduler, batching, on_runtime
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph, config=session_config)
         try:
@@ -166,7 +167,7 @@ class Servable:
 
         if self.batch_scheduler is not None and feeds and all(np.ndim(f) for f in feeds):
             key = (self.name, self.version, signature.name, aliases_in, aliases_out)
-            return self.batch_scheduler.batcher(key, call).submit(feeds), aliases_out
+            return self.batch_scheduler.batcher(key, call, self.batching).submit(feeds), aliases_out
         if executor is not None:
             return executor.submit(call, feeds), aliases_out
         future = concurrent.futures.Future()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving_helpers import MONITORING, post
+from serving_helpers import MONITORING, post, write_config
 
 from serving import client
 from serving.launch import ModelServerProcess
@@ -147,3 +147,30 @@ def test_grpc_with_mutual_tls_from_an_ssl_config_file(tmp_path, own_models, cert
         anonymous = grpc.secure_channel(target, grpc.ssl_channel_credentials(certificates["ca.crt"]))
         with pytest.raises(client.ServingClientError):  # no client certificate: refused
             client.GrpcClient(channel=anonymous, timeout=10).predict("linear", {"x": np.array([2.0], np.float32)})
+
+
+def test_per_model_batching_parameters_come_from_each_versions_batching_params_pbtxt(own_models, tmp_path):
+    """--enable_per_model_batching_parameters (TF Serving's GetPerModelBatchingParams): a version with
+    batching_params.pbtxt batches with it; one without is not batched; one whose file is invalid fails to load."""
+    for name in ("own_params", "no_params", "bad_params"):
+        shutil.copytree(own_models / "linear", tmp_path / name)
+    (tmp_path / "own_params" / "1" / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 1000 }\nallowed_batch_sizes: 2\n")
+    (tmp_path / "bad_params" / "1" / "batching_params.pbtxt").write_text("max_batch_size { value: 2 }\n"
+                                                                          "allowed_batch_sizes: 3\n")
+    (tmp_path / "batching.txt").write_text("max_batch_size { value: 4 }\n")  # the global file: unused here
+    path = write_config(tmp_path / "models.config", {n: tmp_path / n for n in ("own_params", "no_params",
+                                                                              "bad_params")})
+    with ModelServerProcess(embedded=True, extra_args=[
+            f"--model_config_file={path}", "--enable_batching", "--enable_per_model_batching_parameters",
+            f"--batching_parameters_file={tmp_path / 'batching.txt'}", "--max_num_load_retries=0"]) as server:
+        three, five = {"instances": [1.0, 2.0, 3.0]}, {"instances": [1.0, 2.0, 3.0, 4.0, 5.0]}
+        code, answer = post(server, "own_params:predict", three)
+        assert code == 400 and "Task size 3 is larger than maximum batch size 2" in answer["error"]
+        assert post(server, "own_params:predict", {"instances": [1.0, 2.0]}) == (200, {"predictions": [2.5, 3.0]})
+        # Not batched: neither its own limit nor the global file's (4 rows) applies.
+        assert post(server, "no_params:predict", five) == (200, {"predictions": [2.5, 3.0, 3.5, 4.0, 4.5]})
+        status = requests.get(f"http://127.0.0.1:{server.rest_port}/v1/models/bad_params", timeout=30).json()
+        version = status["model_version_status"][0]
+        assert version["state"] == "END" and version["status"]["error_code"] == "INVALID_ARGUMENT"
+        assert "batching_params.pbtxt" in version["status"]["error_message"]

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
+from google.protobuf import text_format
 from savedmodels import tf1_linear_model
 from serving_helpers import NO_FIXTURES, TFSERVING_FIXTURES, get, post, wait_for, write_config
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+from tensorflow_serving.config import model_server_config_pb2
 
 from serving.launch import ModelServerProcess
 from serving.server import main as server_main
@@ -135,3 +139,27 @@ def test_sigterm_drains_and_exits_zero(own_models):
         assert server.process.wait(timeout=60) == 0
     assert "Shutting down: draining requests in flight" in server.log_text()
     assert "Server stopped" in server.log_text()
+
+
+def test_the_initial_models_load_in_parallel_and_later_versions_with_num_load_threads(own_models, tmp_path):
+    """TF Serving's ServerCore: the models of the initial config load on 4 x cores threads at once (every load
+    starts before the first one finishes); later versions load on --num_load_threads (0: one at a time)."""
+    models = {name: own_models / name for name in ("linear", "image", "keras_default", "two_versions")}
+    path = write_config(tmp_path / "models.config", models)
+    with ModelServerProcess(embedded=True, extra_args=[f"--model_config_file={path}", "--num_load_threads=2",
+                                                       "--file_system_poll_wait_seconds=1"]) as server:
+        for name in models:
+            assert get(server, f"/v1/models/{name}")[0] == 200
+        log = server.log_text()
+        starts = [log.index(f"Loading servable version {{name: {name} version:") for name in models]
+        first_done = log.index("Successfully loaded servable version")
+        assert max(starts) < first_done, log
+        # A model added by a reload loads on the --num_load_threads pool.
+        tf1_linear_model(tmp_path / "added" / "1")
+        config = model_server_config_pb2.ModelServerConfig()
+        text_format.Parse(write_config(tmp_path / "models.config",
+                                       {**models, "added": tmp_path / "added"}).read_text(), config)
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config), timeout=120)
+        assert post(server, "added:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]})
