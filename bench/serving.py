@@ -657,9 +657,93 @@ def mixed_section(args: argparse.Namespace) -> str:
     return mixed_load.run(argparse.Namespace(seconds=4 if args.quick else 20))
 
 
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def load_seconds(log: str) -> dict[str, float]:
+    """Per model, its first version's load (warmup included): "Loading servable version" to "Successfully
+    loaded", from the server's log timestamps (millisecond resolution)."""
+    from datetime import datetime
+
+    started, loaded = {}, {}
+    for line in log.splitlines():
+        stamp = LOG_TIME.match(line)
+        name = re.search(r"servable version \{name: (\S+) version", line)
+        if not stamp or not name:
+            continue
+        t = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if "Loading servable version" in line:
+            started.setdefault(name.group(1), t)
+        elif "Successfully loaded servable version" in line:
+            loaded.setdefault(name.group(1), t)
+    return {m: loaded[m] - started[m] for m in loaded if m in started}
+
+
+def startup_section(args: argparse.Namespace) -> str:
+    """Start-up with every zoo model in one config, beside each model loaded alone (issue 14, item 5)."""
+    from zoo_models import RECIPES, ensure_models
+    from zoo_models import write_config as write_models_config
+
+    from serving.launch import ModelServerProcess
+
+    models = {name: ensure_models([name]) / name for name in RECIPES}
+    alone: dict[str, list[float]] = {name: [] for name in models}
+    together: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_models_config(Path(tmp) / "models.config", models)
+        for _ in range(args.rounds):
+            for name, base in models.items():  # each alone: its load time with the machine to itself
+                with ModelServerProcess(embedded=True, model_name=name, model_base_path=str(base),
+                                        announce=False, ready_timeout=600) as server:
+                    alone[name].append(load_seconds(server.log_text())[name])
+            started = time.perf_counter()
+            with ModelServerProcess(embedded=True, extra_args=[f"--model_config_file={config}"], announce=False,
+                                    ready_timeout=900) as server:
+                ready, log = time.perf_counter() - started, server.log_text()
+            together.append({"ready": ready, "loads": load_seconds(log), "span": _load_span(log)})
+    sums = [sum(alone[m][r] for m in models) for r in range(args.rounds)]
+    slowest = [max(alone[m][r] for m in models) for r in range(args.rounds)]
+    spans = [t["span"] for t in together]
+    slowest_name = max(models, key=lambda m: median(alone[m]))
+    lines = [
+        "## Start-up with every zoo model", "",
+        f"tfzoo-model-server with one --model_config_file listing the {len(models)} zoo exports of "
+        "bench/zoo_models.py (the initial models load in parallel, on 4 x cores threads, as in TF Serving's "
+        "ServerCore), beside each model served alone. Load: a model's \"Loading servable version\" to its "
+        "\"Successfully loaded\" log line (SavedModel load, session, warmup replay); the config's load phase: the "
+        "first of these to the last; ready: process start to the ports answering (the server opens them once the "
+        f"initial models are in). {args.rounds} rounds, interleaved; median (min-max).", "",
+        "| | seconds |", "|---|---|",
+        f"| sum of the loads, each model alone (a one-at-a-time start-up) | {spread(sums, 1)} |",
+        f"| slowest load alone ({slowest_name}) | {spread(slowest, 1)} |",
+        f"| all {len(models)} in one config: load phase | {spread(spans, 1)} |",
+        f"| all {len(models)} in one config: process start to ready | {spread([t['ready'] for t in together], 1)} |",
+        "",
+        "| model | load alone s | load in the config s |", "|---|---|---|"]
+    for name in sorted(models, key=lambda m: -median(alone[m])):
+        inside = [t["loads"].get(name, float("nan")) for t in together]
+        lines.append(f"| {name} | {median(alone[name]):.2f} | {median(inside):.2f} |")
+    lines += ["", f"- target (issue 14, item 5): the config comes up in the time of the slowest, not the sum: load "
+              f"phase {median(spans):.1f} s vs slowest alone {median(slowest):.1f} s and sum {median(sums):.1f} s "
+              f"({median(spans) / median(sums):.0%} of the sum, {median(spans) / median(slowest):.1f}x the "
+              "slowest)", ""]
+    return "\n".join(lines)
+
+
+def _load_span(log: str) -> float:
+    """The first "Loading servable version" to the last "Successfully loaded" of a server's log."""
+    from datetime import datetime
+
+    stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+              for line in log.splitlines() if ("Loading servable version" in line
+                                               or "Successfully loaded servable version" in line)
+              for m in [LOG_TIME.match(line)] if m]
+    return max(stamps) - min(stamps)
+
+
 # Sections of the report by name (--only): each runs its measurements and returns its markdown.
 SECTIONS: dict[str, Callable[[argparse.Namespace], str]] = {
-    "peers": peers_section, "half_open": half_open_section, "mixed": mixed_section}
+    "peers": peers_section, "half_open": half_open_section, "mixed": mixed_section, "startup": startup_section}
 
 
 

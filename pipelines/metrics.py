@@ -1,7 +1,10 @@
-"""Segmentation and detection metrics, implemented once: mean IoU and mAP@0.5 (PASCAL VOC all-point AP).
+"""Metrics implemented once: mean IoU, mAP@0.5 (PASCAL VOC all-point AP), and a classifier's curves.
 
 `MeanIoU` is the Keras metric logged during training; `mean_iou` and `mean_average_precision`
-score exported models (`tfzoo evaluate`, bench/vision.py).
+score exported models (`tfzoo evaluate`, bench/vision.py). `ClassifierCurves` accumulates a
+classifier's confusion matrix and per-class score histograms inside the compiled train and test steps
+(no extra pass over the data), from which the TensorBoard callback draws the confusion matrix and
+the per-class precision-recall curves of each epoch's validation pass.
 """
 from __future__ import annotations
 
@@ -106,3 +109,55 @@ def mean_average_precision(detections: list[dict], ground_truths: list[dict], nu
         aps.append(average_precision(recall, precision) if len(hits) else 0.0)
     present = [ap for ap in aps if ap is not None]
     return {"map": float(np.mean(present)) if present else 0.0, "ap": aps}
+
+
+class ClassifierCurves(keras.metrics.Metric):
+    """Sparse labels against class probabilities: the confusion matrix (rows: true class) and, per class, how
+    many examples of that class (positives) and of the others (negatives) got each score bin's probability
+    (`bins` equal bins of [0, 1]). Its result, logged as `macro_f1`, is the macro-averaged F1 of the argmax
+    predictions; `curves()` gives the precision-recall counts at each bin edge."""
+
+    def __init__(self, num_classes: int, bins: int = 100, name: str = "macro_f1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.bins = num_classes, bins
+        self.confusion = self.add_variable((num_classes, num_classes), "zeros", name="confusion")
+        self.positives = self.add_variable((num_classes, bins), "zeros", name="positives")
+        self.negatives = self.add_variable((num_classes, bins), "zeros", name="negatives")
+
+    @override
+    def update_state(self, y_true, y_pred, sample_weight=None):  # noqa: ARG002 (unweighted, as the curves)
+        y_pred = keras.ops.reshape(y_pred, (-1, self.num_classes))
+        truth = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), self.num_classes)
+        predicted = keras.ops.one_hot(keras.ops.argmax(y_pred, axis=-1), self.num_classes)
+        self.confusion.assign_add(keras.ops.matmul(keras.ops.transpose(truth), predicted))
+        # one_hot of each (example, class) probability's bin: [N, classes, bins]; matmuls keep XLA happy
+        binned = keras.ops.one_hot(keras.ops.cast(keras.ops.clip(y_pred * self.bins, 0, self.bins - 1), "int32"),
+                                   self.bins)
+        self.positives.assign_add(keras.ops.sum(binned * truth[..., None], axis=0))
+        self.negatives.assign_add(keras.ops.sum(binned * (1.0 - truth[..., None]), axis=0))
+
+    def result(self):
+        true_positives = keras.ops.diagonal(self.confusion)
+        precision = true_positives / keras.ops.maximum(keras.ops.sum(self.confusion, 0), 1.0)
+        recall = true_positives / keras.ops.maximum(keras.ops.sum(self.confusion, 1), 1.0)
+        return keras.ops.mean(2 * precision * recall / keras.ops.maximum(precision + recall, 1e-12))
+
+    def reset_state(self):
+        for variable in (self.confusion, self.positives, self.negatives):
+            variable.assign(keras.ops.zeros_like(variable))
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """Per class [classes, bins + 1], at thresholds 0, 1/bins, ..., 1 (score >= threshold is "positive"):
+        tp, fp, tn, fn counts and precision, recall (precision 1 where nothing is predicted positive)."""
+        positives, negatives = np.asarray(self.positives), np.asarray(self.negatives)
+        # at or above each threshold: reversed cumulative sums, with 0 above the last bin
+        tp = np.concatenate([np.cumsum(positives[:, ::-1], 1)[:, ::-1], np.zeros((self.num_classes, 1))], 1)
+        fp = np.concatenate([np.cumsum(negatives[:, ::-1], 1)[:, ::-1], np.zeros((self.num_classes, 1))], 1)
+        fn = positives.sum(1, keepdims=True) - tp
+        tn = negatives.sum(1, keepdims=True) - fp
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+        recall = tp / np.maximum(tp + fn, 1)
+        return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "precision": precision, "recall": recall}
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "bins": self.bins}

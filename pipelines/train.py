@@ -42,19 +42,23 @@ class RunResult:
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
     """Keras's TensorBoard callback at update_freq="epoch" without its per-batch work: Keras 3 still converts and
-    writes every batch's logs as `batch_*` scalars (to no writer) at every step. The model graph is written once."""
+    writes every batch's logs as `batch_*` scalars (to no writer) at every step. The model graph is written once.
+    With `profile_batch` (first, last; 1-based, as Keras counts), Keras's batch hooks run (without logs) so that
+    they capture those batches' profile into train/plugins/profile (TensorBoard's Profile tab)."""
 
-    def __init__(self, log_dir: str):
-        super().__init__(log_dir, update_freq="epoch")
+    def __init__(self, log_dir: str, profile_batch: tuple[int, int] | None = None):
+        super().__init__(log_dir, update_freq="epoch", profile_batch=profile_batch or 0)
+        self.profiling = bool(profile_batch)
         self.graph_written = False
 
     @override
     def on_train_batch_begin(self, batch, logs=None):
-        pass
+        if self.profiling:  # counts the batch; starts the trace at the first profiled one
+            super().on_train_batch_begin(batch, None)
 
     @override
     def on_train_batch_end(self, batch, logs=None):
-        if not self.graph_written:  # the graph only: no logs, so no batch scalars
+        if self.profiling or not self.graph_written:  # no logs: no batch scalars
             super().on_train_batch_end(batch, None)
             self.graph_written = True
 
@@ -112,11 +116,13 @@ def train(
     extra_callbacks: tuple = (),
     seed: int = 0,
     verbose: int | str = "auto",
+    profile_batches: tuple[int, int] | None = None,
 ) -> RunResult:
     """Train a zoo model, evaluate it on the test split and export it; return the run.
 
     `model` is a RunConfig, or a model name resolved with `dataset`, `overrides` (hyperparameters),
-    `recipe_overrides`, `strategy` and `seed` by `pipelines.config.resolve`.
+    `recipe_overrides`, `strategy` and `seed` by `pipelines.config.resolve`. `profile_batches` (first, last)
+    captures those training batches with TensorFlow's profiler for TensorBoard's Profile tab.
     """
     run = model if isinstance(model, RunConfig) else run_config.resolve(
         model, dataset=dataset, hparams=overrides, recipe=recipe_overrides, strategy=strategy, seed=seed)
@@ -141,7 +147,7 @@ def train(
     hp_values.update({f"train.{k}": _hp_value(v) for k, v in recipe.items()})
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        EpochTensorBoard(str(run_dir)),
+        EpochTensorBoard(str(run_dir), profile_batches),
         hp.KerasCallback(str(run_dir / "validation"), hp_values, trial_id=run_id),
         keras.callbacks.ModelCheckpoint(str(paths.checkpoint_pattern(run_dir)), save_weights_only=True),
         *task.callbacks(run_dir, splits.sample_batch),
@@ -211,6 +217,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="TFDS data dir (default $TFZOO_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--no-export", action="store_true", help="train and evaluate only")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--profile-batches", type=batch_range, metavar="FIRST,LAST",
+                        help="profile these training batches (counted from 1 over the run, e.g. 10,20) with "
+                             "TensorFlow's profiler: TensorBoard's Profile tab shows the trace (needs the "
+                             "tensorboard-plugin-profile package, a dependency)")
+
+
+def batch_range(text: str) -> tuple[int, int]:
+    """`--profile-batches` "10,20" (or one batch, "10") -> (10, 20)."""
+    try:
+        first, _, last = text.partition(",")
+        batches = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST,LAST batch numbers, e.g. 10,20; got {text!r}") from None
+    if not 1 <= batches[0] <= batches[1]:
+        raise argparse.ArgumentTypeError(f"need 1 <= FIRST <= LAST; got {text!r}")
+    return batches
 
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
@@ -223,7 +245,8 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     """Run `train` from parsed arguments; print where the results are."""
     result = train(config_from_arguments(args), run_id=args.run_id, runs_dir=args.runs_dir,
-                   models_dir=args.models_dir, data_dir=args.data_dir, export=not args.no_export)
+                   models_dir=args.models_dir, data_dir=args.data_dir, export=not args.no_export,
+                   profile_batches=args.profile_batches)
     print(f"run: {result.run_dir}")
     print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("test_")
                                and isinstance(v, float)))

@@ -20,7 +20,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_cnn(tmp_path_factory, data_dir):
-    """One `cnn` run on the synthetic dataset (1 epoch), exported to <tmp>/models/cnn/1."""
+    """One `cnn` run on the synthetic dataset (2 epochs), exported to <tmp>/models/cnn/1; batches 2-3 profiled."""
     from pipelines import train
 
     root = tmp_path_factory.mktemp("workdir")
@@ -32,4 +32,5 @@ def trained_cnn(tmp_path_factory, data_dir):
         models_dir=root / "models",
         data_dir=data_dir,
         verbose=0,
+        profile_batches=(2, 3),
     )

@@ -157,6 +157,8 @@ def test_training_logs_loss_and_learning_rate_per_step_and_a_text_sample_per_epo
     samples = EventAccumulator(str(run_dir / "validation"), size_guidance={"tensors": 0}).Reload().Tensors("sample")
     assert [e.step for e in samples] == [0, 1] and b"prompt:" in samples[-1].tensor_proto.string_val[0]
     assert runs[name].metrics["test_split"].startswith("validation (all")
+    rows = (run_dir / "embeddings" / "metadata.tsv").read_text().splitlines()  # the projector's points
+    assert rows == [lm.metadata_text(c) for c in SHAKESPEARE_CHARS]
 
 
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
@@ -300,3 +302,21 @@ def test_served_score_is_the_next_character_loss(client, loaded):
 @pytest.mark.integration
 def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
     assert_random_tensors_never_break(server, list(runs))
+
+
+def test_the_projector_shows_gpts_character_embedding(runs):
+    """Read back through the real TensorBoard: one point per character, labelled with it."""
+    import requests
+    import tensorboard_server
+
+    run_dir = runs["gpt"].run_dir
+    with tensorboard_server.serve(run_dir.parent.parent) as url:
+        run = f"gpt/{run_dir.name}/embeddings"
+        tensorboard_server.wait_for_run(url, "/data/plugin/projector/runs", run)
+        (embedding,) = tensorboard_server.get_json(url, "/data/plugin/projector/info", run=run)["embeddings"]
+        params = {"run": run, "name": embedding["tensorName"]}
+        rows = requests.get(f"{url}/data/plugin/projector/metadata", params=params, timeout=30).text.split("\n")[:-1]
+        vectors = np.frombuffer(requests.get(f"{url}/data/plugin/projector/tensor", params=params,
+                                             timeout=30).content, np.float32)
+    assert rows == [lm.metadata_text(c) for c in SHAKESPEARE_CHARS]
+    assert vectors.reshape(len(rows), -1).shape[1] == TINY["gpt"]["n_embd"]

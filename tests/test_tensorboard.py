@@ -5,6 +5,8 @@ import time
 
 import pytest
 import requests
+import tensorboard_server
+from tensorboard_server import get_json, wait_for_run
 
 from serving.launch import free_port
 
@@ -13,26 +15,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def tensorboard(trained_cnn):
-    port = free_port()
-    logdir = trained_cnn.run_dir.parent.parent
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
-         "--host", "127.0.0.1", "--load_fast", "false", "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        try:
-            if requests.get(f"{url}/data/runs", timeout=2).json():
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    yield url, trained_cnn.run_dir.name
-    proc.terminate()
-    proc.wait(timeout=30)
+    with tensorboard_server.serve(trained_cnn.run_dir.parent.parent) as url:
+        yield url, trained_cnn.run_dir.name
 
 
 def scalars(url: str, run: str, tag: str) -> list[float]:
@@ -188,3 +172,70 @@ def test_a_serving_logdir_that_cannot_be_written_is_a_startup_error_naming_it(tm
                              "--port=0", f"--tensorboard_logdir={blocker / 'logs'}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and f"--tensorboard_logdir {blocker / 'logs'} cannot be written" in result.stderr
+
+
+def test_each_epoch_shows_the_validation_confusion_matrix_and_per_class_pr_curves(tensorboard, trained_cnn,
+                                                                                   data_dir):
+    """TensorFlow's image-summaries guide draws a confusion matrix for Fashion-MNIST; the PR curves plugin shows
+    one curve per class. Both come from the whole validation pass itself (the ClassifierCurves metric)."""
+    import numpy as np
+
+    from pipelines import tasks
+
+    url, run_id = tensorboard
+    run, names = f"cnn/{run_id}/validation", list(trained_cnn.config.labels)
+    splits = tasks.get(trained_cnn.config.task)(trained_cnn.config).load_splits(data_dir)
+    labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in splits.validation])
+    images = get_json(url, "/data/plugin/images/images", run=run, tag="confusion_matrix")
+    assert [image["step"] for image in images] == [0, 1]
+    assert set(get_json(url, "/data/plugin/pr_curves/tags")[run]) == {f"pr_curve/{name}" for name in names}
+    confident = 0
+    for index, name in enumerate(names):
+        entries = get_json(url, "/data/plugin/pr_curves/pr_curves", run=run, tag=f"pr_curve/{name}")[run]
+        assert [entry["step"] for entry in entries] == [0, 1]
+        last = entries[-1]
+        # at threshold 0 every validation example is called positive: TP = the class's examples, FP = the others
+        assert last["true_positives"][0] == np.sum(labels == index)
+        assert last["false_positives"][0] == np.sum(labels != index)
+        assert last["true_positives"] == sorted(last["true_positives"], reverse=True)  # fewer as it rises
+        if len(last["true_positives"]) > 51:
+            confident += last["true_positives"][51]  # true-class probability > 0.51: an argmax, a right answer
+    correct = round(trained_cnn.metrics["val_accuracy"] * len(labels))
+    assert confident <= correct
+    precision = np.asarray([get_json(url, "/data/plugin/pr_curves/pr_curves", run=run, tag=f"pr_curve/{n}")[run][-1]
+                            ["precision"][0] for n in names])
+    assert np.allclose(precision, np.bincount(labels, minlength=len(names)) / len(labels), atol=1e-6)
+
+
+def test_the_projector_shows_penultimate_features_with_labels_and_a_sprite(tensorboard, trained_cnn):
+    import numpy as np
+
+    url, run_id = tensorboard
+    run = f"cnn/{run_id}/embeddings"
+    wait_for_run(url, "/data/plugin/projector/runs", run)
+    config = get_json(url, "/data/plugin/projector/info", run=run)
+    (embedding,) = config["embeddings"]
+    rows = requests.get(f"{url}/data/plugin/projector/metadata", params={"run": run, "name": embedding["tensorName"]},
+                        timeout=30).text.strip().split("\n")
+    assert rows[0] == "label\tpredicted" and {r.split("\t")[0] for r in rows[1:]} <= set(trained_cnn.config.labels)
+    tensor = requests.get(f"{url}/data/plugin/projector/tensor", params={"run": run, "name": embedding["tensorName"]},
+                          timeout=30).content
+    vectors = np.frombuffer(tensor, np.float32).reshape(len(rows) - 1, -1)
+    assert vectors.shape[1] == 64 and np.std(vectors) > 0  # cnn's Dense(64) features, one row per image
+    sprite = requests.get(f"{url}/data/plugin/projector/sprite_image", params={"run": run,
+                          "name": embedding["tensorName"]}, timeout=30)
+    assert sprite.status_code == 200 and sprite.content[:4] == b"\x89PNG"
+    assert embedding["sprite"]["singleImageDim"] == [28, 28]
+
+
+def test_profile_batches_capture_a_training_trace_for_the_profile_tab(tensorboard, trained_cnn):
+    """`tfzoo train ... --profile-batches 2,3` (trained_cnn): the trace of those steps, with the model's ops,
+    listed by the real TensorBoard's profile plugin."""
+    url, _ = tensorboard
+    traces = list((trained_cnn.run_dir / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and b"Conv2D" in traces[0].read_bytes()
+    deadline, runs = time.monotonic() + 60, []
+    while not any(traces[0].parent.name in r for r in runs):
+        assert time.monotonic() < deadline, f"the profile plugin lists {runs}"
+        time.sleep(1)
+        runs = get_json(url, "/data/plugin/profile/runs")

@@ -148,6 +148,11 @@ def test_a_run_logs_its_tensorboard_extra_and_exports_its_signature(runs, model)
     tags = {value.tag for path in (run.run_dir / "validation").glob("events.out.tfevents.*")
             for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
     assert TENSORBOARD_EXTRA[model] in tags
+    if model == "text_classifier":  # per-class PR curves; the token embedding in the projector
+        assert {"pr_curve/neg", "pr_curve/pos"} <= tags
+        rows = (run.run_dir / "embeddings" / "metadata.tsv").read_text().splitlines()
+        assert 2 < len(rows) <= TINY[model][1]["max_tokens"] and rows[:2] == ["<empty>", "[UNK]"]
+        assert "metadata.tsv" in (run.run_dir / "embeddings" / "projector_config.pbtxt").read_text()
     loaded = tf.saved_model.load(str(run.export_dir))
     assert {"serving_default", SIGNATURE[model]} <= set(loaded.signatures)
 
@@ -251,3 +256,21 @@ def test_bad_input_is_invalid_argument_and_the_server_keeps_serving(server, mode
 @pytest.mark.integration
 def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
     assert_random_tensors_never_break(server, list(runs))
+
+
+def test_the_projector_shows_the_classifiers_token_embedding(runs):
+    """Read back through the real TensorBoard: one point per vocabulary entry, labelled with its token."""
+    import requests
+    import tensorboard_server
+
+    run_dir = runs["text_classifier"].run_dir
+    with tensorboard_server.serve(run_dir.parent.parent) as url:
+        run = f"text_classifier/{run_dir.name}/embeddings"
+        tensorboard_server.wait_for_run(url, "/data/plugin/projector/runs", run)
+        (embedding,) = tensorboard_server.get_json(url, "/data/plugin/projector/info", run=run)["embeddings"]
+        params = {"run": run, "name": embedding["tensorName"]}
+        rows = requests.get(f"{url}/data/plugin/projector/metadata", params=params, timeout=30).text.split("\n")[:-1]
+        vectors = np.frombuffer(requests.get(f"{url}/data/plugin/projector/tensor", params=params,
+                                             timeout=30).content, np.float32)
+    assert rows[:2] == ["<empty>", "[UNK]"]
+    assert vectors.reshape(len(rows), -1).shape[1] == TINY["text_classifier"][1]["embedding_dim"]

@@ -1,7 +1,11 @@
 """What several tasks share: input scaling, the learning-rate schedule, per-epoch TensorBoard summaries."""
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -45,6 +49,17 @@ def warmup_cosine(peak: float, total_steps: int, *, warmup_steps: int = 0,
         warmup_target=peak if warmup_steps else None, warmup_steps=warmup_steps)
 
 
+def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Tile [N, H, W, C] images into one [1, rows*H, columns*W, C] image."""
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    canvas = np.zeros((rows * h, columns * w, c), dtype=images.dtype)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        canvas[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
+    return canvas[None]
+
+
 class EpochSummaries(keras.callbacks.Callback):
     """Writes TensorBoard summaries at the end of every epoch: a subclass implements `summarize`, which runs
     with the writer as default and the epoch as step (so its `tf.summary.*` calls need no `step=`); `self.epoch`
@@ -64,3 +79,101 @@ class EpochSummaries(keras.callbacks.Callback):
 
     def summarize(self) -> None:
         raise NotImplementedError(f"{type(self).__name__}.summarize")
+
+
+class ClassifierSummaries(EpochSummaries):
+    """After each epoch's validation pass: its confusion matrix (an image, as TensorFlow's image-summaries guide
+    draws it for Fashion-MNIST) and one precision-recall curve per class (the PR curves plugin), from the
+    `ClassifierCurves` metric that the pass filled inside the compiled test step (no extra pass). The figure
+    is drawn on a thread of its own, so the next epoch starts at once; `on_train_end` waits for it."""
+
+    def __init__(self, log_dir: str | os.PathLike, curves, names: list[str], what: str = "validation examples"):
+        super().__init__(log_dir)
+        self.curves, self.names, self.what = curves, list(names), what
+        self.drawing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="confusion-matrix")
+        self.pending: list[concurrent.futures.Future] = []
+
+    @override
+    def summarize(self):
+        from tensorboard.plugins.pr_curve import summary as pr_curve
+
+        if f"val_{self.curves.name}" not in self.logs:  # no validation pass this epoch: the state is training's
+            return
+        matrix = np.asarray(self.curves.confusion).round().astype(np.int64)
+        curves = self.curves.curves()
+        for i, name in enumerate(self.names):
+            proto = pr_curve.raw_data_pb(
+                f"pr_curve/{name}", curves["tp"][i], curves["fp"][i], curves["tn"][i], curves["fn"][i],
+                curves["precision"][i], curves["recall"][i], num_thresholds=self.curves.bins + 1,
+                display_name=f"{name} vs the rest", description=f"{int(matrix.sum())} {self.what}")
+            tf.summary.experimental.write_raw_pb(proto.SerializeToString())
+        self.pending.append(self.drawing.submit(self.draw, matrix, self.epoch))
+
+    def draw(self, matrix: np.ndarray, epoch: int) -> None:
+        from pipelines.tasks import plots
+
+        image = plots.figure_to_image(plots.confusion_matrix_figure(matrix, self.names))
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("confusion_matrix", image,
+                             description=f"{int(matrix.sum())} {self.what}; rows: true class, columns: predicted")
+        self.writer.flush()
+
+    @override
+    def on_train_end(self, logs=None):
+        for future in self.pending:
+            future.result()
+        self.pending = []
+
+
+@dataclasses.dataclass
+class Embedding:
+    """Points for TensorBoard's projector: `vectors` [N, D], one metadata row per point (`labels`: one column,
+    or tab-separated columns named by `header`), and optionally a thumbnail per point (`sprite` [N, H, W, C],
+    values in [0, 1])."""
+
+    vectors: np.ndarray
+    labels: list[str]
+    header: str | None = None
+    sprite: np.ndarray | None = None
+
+
+def metadata_text(text: str) -> str:
+    """A token as one projector metadata cell: no tabs or line breaks, the empty token named."""
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r") or "<empty>"
+
+
+def write_projector(log_dir: str | os.PathLike, embedding: Embedding) -> None:
+    """`embedding` as the projector reads it: a checkpoint of the vectors, metadata.tsv, sprite.png and
+    projector_config.pbtxt in `log_dir` (TensorBoard's embedding-projector guide)."""
+    from tensorboard.plugins import projector
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    rows = ([embedding.header] if embedding.header else []) + list(embedding.labels)
+    (log_dir / "metadata.tsv").write_text("\n".join(rows) + "\n")
+    checkpoint = tf.train.Checkpoint(embedding=tf.Variable(np.asarray(embedding.vectors, np.float32)))
+    checkpoint.save(str(log_dir / "embedding.ckpt"))
+    config = projector.ProjectorConfig()
+    entry = config.embeddings.add(tensor_name="embedding/.ATTRIBUTES/VARIABLE_VALUE", metadata_path="metadata.tsv")
+    if embedding.sprite is not None:
+        images = np.asarray(embedding.sprite, np.float32)
+        side = int(np.ceil(np.sqrt(len(images))))  # the projector reads a square grid, row by row
+        tiled = grid(images, columns=side)[0]
+        pixels = tf.cast(tf.round(tf.clip_by_value(tiled, 0.0, 1.0) * 255.0), tf.uint8)
+        (log_dir / "sprite.png").write_bytes(tf.io.encode_png(pixels).numpy())
+        entry.sprite.image_path = "sprite.png"
+        entry.sprite.single_image_dim.extend([images.shape[2], images.shape[1]])  # width, height
+    projector.visualize_embeddings(str(log_dir), config)
+
+
+class Projector(keras.callbacks.Callback):
+    """At the end of training, `fetch(model)`'s Embedding for TensorBoard's projector, in `log_dir` (a run of
+    its own beside train/ and validation/)."""
+
+    def __init__(self, log_dir: str | os.PathLike, fetch: Callable[[keras.Model], Embedding]):
+        super().__init__()
+        self.log_dir, self.fetch = log_dir, fetch
+
+    @override
+    def on_train_end(self, logs=None):
+        write_projector(self.log_dir, self.fetch(self.model))

@@ -20,12 +20,24 @@ import tensorflow as tf
 from typing_extensions import override
 
 from pipelines.errors import UserError
+from pipelines.metrics import ClassifierCurves
 from pipelines.tasks.base import Splits, Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, label_distribution, to_pixels, to_unit_range, warmup_cosine
+from pipelines.tasks.common import (
+    ClassifierSummaries,
+    Embedding,
+    EpochSummaries,
+    Projector,
+    grid,
+    label_distribution,
+    to_pixels,
+    to_unit_range,
+    warmup_cosine,
+)
 from zoo.applications import BACKBONE
 
 TOP_K = 3
 SAMPLE_IMAGES = 16
+PROJECTOR_IMAGES = 512  # validation images behind the projector's penultimate features
 
 
 class FineTuneSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -110,17 +122,6 @@ class SampleImages(EpochSummaries):
         tf.summary.image("sample_grid", grid(self.images))
 
 
-def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
-    """Tile [N, H, W, C] images into one [1, rows*H, columns*W, C] image."""
-    n, h, w, c = images.shape
-    rows = -(-n // columns)
-    canvas = np.zeros((rows * h, columns * w, c), dtype=images.dtype)
-    for i, image in enumerate(images):
-        r, col = divmod(i, columns)
-        canvas[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
-    return canvas[None]
-
-
 def classifier(model: keras.Model, test_time_flip: bool):
     """images -> probabilities; with `test_time_flip`, the mean of the image's and its mirror image's
     (test-time augmentation: twice the compute for about +0.3 points on Fashion-MNIST; only for models
@@ -190,6 +191,7 @@ class ImageClassification(ImageTask):
 
     name = "image_classification"
     label_distribution: dict | None = None  # of the train split, set by load_splits
+    validation: tf.data.Dataset | None = None  # the projector's images, set by load_splits
     recipe_defaults = {**ImageTask.recipe_defaults, "label_smoothing": 0.0, "test_time_flip": False,
                        "fine_tune_epochs": 0, "fine_tune_layers": 0, "fine_tune_rate": 0.1}
 
@@ -199,6 +201,7 @@ class ImageClassification(ImageTask):
         splits = super().load_splits(data_dir)
         names = list(self.run.labels) or [str(i) for i in range(self.hparams["num_classes"])]
         self.label_distribution = label_distribution(self.run.dataset, splits.names["train"], names, data_dir)
+        self.validation = splits.validation if splits.validation is not None else splits.test
         return splits
 
     @override
@@ -220,8 +223,9 @@ class ImageClassification(ImageTask):
                 return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy()
+        self.curves = ClassifierCurves(model.output_shape[-1])
         model.compile(optimizer=self.optimizer(steps_per_epoch, fine_tune=backbone is not None), loss=loss,
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"), self.curves],
                       jit_compile=bool(recipe["jit_compile"]))
         if backbone is not None:  # slots for the variables fine-tuning will train, so that no recompile is needed
             tuned = [v for layer in fine_tuned_layers(backbone, recipe["fine_tune_layers"]) for v in layer.weights]
@@ -229,14 +233,36 @@ class ImageClassification(ImageTask):
 
     @override
     def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
-        """TensorBoard extras: a sample grid with true and predicted labels; the fine-tuning switch if any."""
+        """TensorBoard extras: a sample grid with true and predicted labels, the validation confusion matrix and
+        per-class PR curves of each epoch, the penultimate features of validation images in the projector at the
+        end; the fine-tuning switch if any."""
         images, labels = sample_batch
+        names = list(self.run.labels) or [str(i) for i in range(self.hparams["num_classes"])]
         extras = [SampleImages(f"{run_dir}/validation", np.asarray(images[:SAMPLE_IMAGES]),
-                               np.asarray(labels[:SAMPLE_IMAGES]), self.run.labels)]
+                               np.asarray(labels[:SAMPLE_IMAGES]), self.run.labels),
+                  ClassifierSummaries(f"{run_dir}/validation", self.curves, names),
+                  Projector(f"{run_dir}/embeddings", lambda model: self.features(model, names))]
         if self.recipe["fine_tune_epochs"]:
             extras.append(FineTune(self.recipe["epochs"] - self.recipe["fine_tune_epochs"],
                                    self.recipe["fine_tune_layers"]))
         return extras
+
+    def features(self, model: keras.Model, names: list[str]) -> Embedding:
+        """The input of the model's last layer (its penultimate features) for up to PROJECTOR_IMAGES validation
+        images, labelled with their true and predicted class, the images as the sprite."""
+        images, labels = [], []
+        for x, y in self.validation:
+            images.append(np.asarray(x))
+            labels.append(np.asarray(y).reshape(-1))
+            if sum(map(len, images)) >= PROJECTOR_IMAGES:
+                break
+        images, labels = np.concatenate(images)[:PROJECTOR_IMAGES], np.concatenate(labels)[:PROJECTOR_IMAGES]
+        penultimate = keras.Model(model.inputs, [model.layers[-1].input, model.outputs[0]])
+        vectors, probabilities = penultimate.predict(images, batch_size=128, verbose=0)
+        predicted = np.argmax(probabilities, axis=-1)
+        return Embedding(vectors.reshape(len(images), -1),
+                         [f"{names[t]}\t{names[p]}" for t, p in zip(labels, predicted, strict=True)],
+                         header="label\tpredicted", sprite=images)
 
     @override
     def signatures(self, model: keras.Model) -> dict:

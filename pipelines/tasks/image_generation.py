@@ -29,8 +29,7 @@ from typing_extensions import override
 
 from pipelines import data, fid
 from pipelines.tasks.base import VALIDATION_SPLIT, Splits, Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, to_pixels, to_unit_range
-from pipelines.tasks.image_classification import grid
+from pipelines.tasks.common import EpochSummaries, grid, to_pixels, to_unit_range
 
 MAX_COUNT = 256  # images per request: bounds a request's memory
 SUMMARY_IMAGES = 2000  # validation images behind the per-epoch FD-cnn (and its generated counterpart)

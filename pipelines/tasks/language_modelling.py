@@ -8,7 +8,7 @@ validation is `eval_batches` fixed random batches of the validation text (nanoGP
 `steps_per_epoch` x `epochs` iterations; the learning rate warms up linearly for `warmup_steps`, then decays
 by a cosine to `min_learning_rate` (AdamW; no weight decay on biases and LayerNorm; global-norm clipping).
 TensorBoard: loss and learning rate per step (train/step_loss, train/learning_rate), a generated sample per
-epoch (validation/sample, a text summary).
+epoch (validation/sample, a text summary), the character embedding in the projector (embeddings/).
 
 Signatures (the whole decoding loop runs inside the graph: one request generates the whole text):
   generate            prompt string [N], max_new_tokens int32 [N], temperature float32 [N], top_k int32 [N],
@@ -41,7 +41,7 @@ from pipelines.config import RunConfig
 from pipelines.data.shakespeare import split_text
 from pipelines.errors import UserError
 from pipelines.tasks.base import Splits, Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, warmup_cosine
+from pipelines.tasks.common import Embedding, EpochSummaries, Projector, metadata_text, warmup_cosine
 
 MAX_NEW_TOKENS = 1024
 MAX_PROMPT_TOKENS = 4096  # the prompt cap of models without a context limit (char_rnn)
@@ -361,7 +361,13 @@ class LanguageModelling(Task):
         """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
         prompt = "".join(self.vocabulary[i] for i in np.asarray(sample_batch[0][0][:16]))
         return [StepSummaries(f"{run_dir}/train", self.schedule),
-                SampleText(f"{run_dir}/validation", prompt, self.generation)]
+                SampleText(f"{run_dir}/validation", prompt, self.generation),
+                Projector(f"{run_dir}/embeddings", self.token_embeddings)]
+
+    def token_embeddings(self, model: keras.Model) -> Embedding:
+        """The model's character embedding (gpt's `wte`, char_rnn's `embedding`), one point per character."""
+        layer = getattr(model, "token_embedding", None) or model.embedding
+        return Embedding(keras.ops.convert_to_numpy(layer.embeddings), [metadata_text(c) for c in self.vocabulary])
 
     def generation(self, model: keras.Model) -> tf.types.experimental.Function:
         """`model`'s `generate` signature (XLA with the recipe's serve_xla), built once per model: the epoch

@@ -1,4 +1,5 @@
-"""Text classification: raw (text, label) pairs of any TFDS text dataset, a confusion matrix per epoch.
+"""Text classification: raw (text, label) pairs of any TFDS text dataset; TensorBoard: the validation confusion
+matrix and per-class PR curves of each epoch, the token embeddings in the projector.
 
 The model's vocabulary is adapted on the train split before training (`adapt`). Any TFDS dataset with
 supervised (text, label) keys works (`--dataset imdb_reviews --set labels=neg,pos` where the machine
@@ -10,7 +11,6 @@ Signatures:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import keras
@@ -20,13 +20,11 @@ from typing_extensions import override
 
 from pipelines import data
 from pipelines.errors import UserError
-from pipelines.tasks import plots
+from pipelines.metrics import ClassifierCurves
 from pipelines.tasks.base import Splits, Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries
+from pipelines.tasks.common import ClassifierSummaries, Embedding, Projector, metadata_text
 from pipelines.tasks.sequences import checked_text, cosine_adamw, share_right
 from zoo.text_classifier import VECTORIZE
-
-CONFUSION_EXAMPLES = 2048  # validation lines behind each epoch's confusion matrix
 
 
 def class_names(dataset: str, data_dir: str | os.PathLike | None = None) -> list[str]:
@@ -35,19 +33,12 @@ def class_names(dataset: str, data_dir: str | os.PathLike | None = None) -> list
     return list(info.features[info.supervised_keys[1]].names)
 
 
-class ConfusionMatrix(EpochSummaries):
-    """Logs the confusion matrix of validation examples as an image, once per epoch."""
-
-    def __init__(self, log_dir: str, texts: np.ndarray, labels: np.ndarray, names: list[str]):
-        super().__init__(log_dir)
-        self.texts, self.labels, self.names = tf.constant(texts), labels, names
-
-    @override
-    def summarize(self):
-        predicted = np.argmax(self.model.predict(self.texts, verbose=0), axis=-1)
-        matrix = tf.math.confusion_matrix(self.labels, predicted, num_classes=len(self.names)).numpy()
-        tf.summary.image("confusion_matrix", plots.figure_to_image(plots.confusion_matrix_figure(matrix, self.names)),
-                         description=f"{len(self.labels)} validation examples; rows: true class")
+def token_embeddings(model: keras.Model) -> Embedding:
+    """The classifier's token embedding, one point per vocabulary entry, labelled by its token."""
+    vocabulary = model.get_layer(VECTORIZE).get_vocabulary()
+    layer = next(layer for layer in model.layers if isinstance(layer, keras.layers.Embedding))
+    vectors = keras.ops.convert_to_numpy(layer.embeddings)[:len(vocabulary)]
+    return Embedding(vectors, [metadata_text(token) for token in vocabulary])
 
 
 class TextClassification(Task):
@@ -58,16 +49,12 @@ class TextClassification(Task):
 
     @override
     def load_splits(self, data_dir) -> Splits:
-        """The default splits, with up to `CONFUSION_EXAMPLES` validation examples as the sample batch."""
+        """The default splits, once the model's labels are checked against the dataset's class names."""
         names = class_names(self.run.dataset, data_dir)
         if list(self.hparams["labels"]) != names:
             raise UserError(f"{self.run.model} predicts {list(self.hparams['labels'])} but {self.run.dataset} has "
                             f"classes {names}: train with --set labels={','.join(names)}")
-        splits = super().load_splits(data_dir)
-        texts, labels = (np.concatenate(parts)[:CONFUSION_EXAMPLES] for parts in zip(
-            *splits.validation.take(-(-CONFUSION_EXAMPLES // self.recipe["batch_size"])).as_numpy_iterator(),
-            strict=True))
-        return dataclasses.replace(splits, sample_batch=(texts, labels))
+        return super().load_splits(data_dir)
 
     @override
     def adapt(self, model: keras.Model, splits: Splits) -> None:
@@ -77,17 +64,19 @@ class TextClassification(Task):
 
     @override
     def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
-        """AdamW with cosine decay over the run; sparse cross-entropy; accuracy."""
+        """AdamW with cosine decay over the run; sparse cross-entropy; accuracy, macro F1 and the curves."""
+        self.curves = ClassifierCurves(len(self.hparams["labels"]))
         model.compile(optimizer=cosine_adamw(self.recipe, steps_per_epoch),
                       loss=keras.losses.SparseCategoricalCrossentropy(),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"), self.curves],
                       jit_compile=bool(self.recipe["jit_compile"]))
 
     @override
     def callbacks(self, run_dir, sample_batch) -> list[keras.callbacks.Callback]:
-        """TensorBoard extras: a confusion matrix per epoch."""
-        texts, labels = sample_batch
-        return [ConfusionMatrix(f"{run_dir}/validation", texts, labels, list(self.hparams["labels"]))]
+        """TensorBoard extras: the validation confusion matrix and per-class PR curves of each epoch; the token
+        embeddings in the projector at the end."""
+        return [ClassifierSummaries(f"{run_dir}/validation", self.curves, list(self.hparams["labels"])),
+                Projector(f"{run_dir}/embeddings", token_embeddings)]
 
     @override
     def signatures(self, model: keras.Model) -> dict:
