@@ -364,43 +364,57 @@ def server_cpu_seconds(pid: int) -> float:
 
 
 def section_generation(raw: dict) -> dict:
+    """Served generation: cached vs recomputed decoding, and the cached step with and without XLA (the default
+    export has none: stock TF Serving would not compile it; `--set serve_xla=true` opts in)."""
+    import keras
+
     from pipelines import config, export, tasks
     from serving.client import GrpcClient, RestClient
     from serving.launch import ModelServerProcess
 
     block = 256
-    run = config.resolve("gpt", hparams={"block_size": block}, recipe={"sequence_length": block, "eval_batches": 1})
-    model = run.build()
-    task = tasks.get(run.task)(run)
-    sample_batch = task.load_splits(None).sample_batch
-    out: dict = {"block_size": block, "hparams": dict(run.hparams), "runs": []}
+    out: dict = {"block_size": block, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        version = export.export_model(model, task, sample_batch, tmp,
-                                      {"dataset": run.dataset, "note": "untrained weights: speed only"})
-        with ModelServerProcess(model_name="gpt", model_base_path=str(version.parent), embedded=True) as server:
-            clients = {"grpc": GrpcClient("127.0.0.1", server.grpc_port),
-                       "rest": RestClient("127.0.0.1", server.rest_port)}
-            for signature in ("generate", "generate_no_cache"):
+        bases = {}
+        for xla in (False, True):
+            run = config.resolve("gpt", hparams={"block_size": block},
+                                 recipe={"sequence_length": block, "eval_batches": 1, "serve_xla": xla})
+            keras.utils.set_random_seed(0)  # the same untrained weights in both exports
+            model = run.build()
+            task = tasks.get(run.task)(run)
+            sample_batch = task.load_splits(None).sample_batch
+            name = "gpt_xla" if xla else "gpt"
+            version = export.export_model(model, task, sample_batch, Path(tmp) / name,
+                                          {"dataset": run.dataset, "note": "untrained weights: speed only"})
+            bases[name] = version.parent
+            out["hparams"] = dict(run.hparams)
+        cases = [("gpt", "generate", False), ("gpt_xla", "generate", True), ("gpt", "generate_no_cache", False)]
+        for name, signature, xla in cases:
+            with ModelServerProcess(model_name=name, model_base_path=str(bases[name]), embedded=True) as server:
+                clients = {"grpc": GrpcClient("127.0.0.1", server.grpc_port),
+                           "rest": RestClient("127.0.0.1", server.rest_port)}
                 for new_tokens in (block - 1, 1024):
                     for protocol, client in clients.items():
                         inputs = {"prompt": np.array([b"\n"], dtype=object),
                                   "max_new_tokens": np.array([new_tokens], np.int32),
                                   "temperature": np.array([1.0], np.float32), "top_k": np.array([0], np.int32),
                                   "seed": np.array([0], np.int64)}
+                        client.predict(name, inputs, signature_name=signature)  # XLA compiles on first use
                         seconds, cpu = [], server_cpu_seconds(server.process.pid)
                         for seed in range(REQUESTS):
-                            inputs["seed"][0] = seed
+                            inputs["seed"][0] = seed + 1
                             start = time.perf_counter()
-                            answer = client.predict("gpt", inputs, signature_name=signature)
+                            answer = client.predict(name, inputs, signature_name=signature)
                             seconds.append(time.perf_counter() - start)
                             assert len(answer["generated"][0]) == new_tokens
-                        run = {"signature": signature, "protocol": protocol, "new_tokens": new_tokens,
-                               "requests": len(seconds), "median_s": statistics.median(seconds),
-                               "tokens_per_s": new_tokens / statistics.median(seconds),
-                               "server_cpu_minutes": (server_cpu_seconds(server.process.pid) - cpu) / 60}
-                        run["tokens_per_server_cpu_s"] = new_tokens * len(seconds) / (run["server_cpu_minutes"] * 60)
-                        print(run, flush=True)
-                        out["runs"].append(run)
+                        result = {"signature": signature, "xla": xla, "protocol": protocol, "new_tokens": new_tokens,
+                                  "requests": len(seconds), "median_s": statistics.median(seconds),
+                                  "tokens_per_s": new_tokens / statistics.median(seconds),
+                                  "server_cpu_minutes": (server_cpu_seconds(server.process.pid) - cpu) / 60}
+                        result["tokens_per_server_cpu_s"] = (new_tokens * len(seconds)
+                                                             / (result["server_cpu_minutes"] * 60))
+                        print(result, flush=True)
+                        out["runs"].append(result)
     return out
 
 
@@ -524,27 +538,36 @@ def write_markdown(raw: dict) -> Path:
         lines.append("")
     gen = raw.get("generation")
     if gen:
-        lines += ["## Served generation: key/value cache vs recomputation", "",
-                  f"gpt with block size {gen['block_size']} (4 layers, 4 heads, 128 embedding; untrained weights, "
-                  "speed only) exported by `pipelines.export.export_model` and served by tfzoo-model-server; one "
-                  f"request generates the whole text (prompt \"\\n\", temperature 1, no top-k); median of {REQUESTS} "
-                  "requests, and tokens per CPU second of the server process (steadier than wall time on a shared "
-                  "machine). " + when(gen) + " "
+        lines += ["## Served generation: key/value cache, recomputation, XLA", "",
+                  f"gpt with block size {gen['block_size']} (4 layers, 4 heads, 128 embedding; the same untrained "
+                  "weights, speed only) exported twice by `pipelines.export.export_model`: as by default (no XLA "
+                  "in the export, what stock TF Serving serves) and with `--set serve_xla=true` (the cached decoding "
+                  "step and re-prefill XLA-compiled; TF Serving then needs --xla_cpu_compilation_enabled=true); "
+                  "served by tfzoo-model-server, one server at a time. One request generates the whole text "
+                  f"(prompt \"\\n\", temperature 1, no top-k); after one unmeasured request, the median of "
+                  f"{REQUESTS} requests, and tokens per CPU second of the server process (steadier than wall time "
+                  "on a shared machine). " + when(gen) + " "
                   f"{gen['block_size'] - 1} new tokens fill the block; 1024 go past it (cache: re-prefill on the "
                   "last 128 tokens every 128 tokens; no cache: the last 256 tokens at every step).", "",
-                  "| signature | protocol | new tokens | median s/request | tokens/s | tokens per server CPU s | "
-                  "server CPU minutes |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['signature']} | {r['protocol']} | {r['new_tokens']} | {fmt(r['median_s'])} | "
-                  f"{fmt(r['tokens_per_s'], 1)} | {fmt(r['tokens_per_server_cpu_s'], 1)} | "
+                  "| signature | XLA | protocol | new tokens | median s/request | tokens/s | tokens per server CPU s | "
+                  "server CPU minutes |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['signature']} | {'yes' if r.get('xla') else 'no'} | {r['protocol']} | {r['new_tokens']} | "
+                  f"{fmt(r['median_s'])} | {fmt(r['tokens_per_s'], 1)} | {fmt(r['tokens_per_server_cpu_s'], 1)} | "
                   f"{fmt(r['server_cpu_minutes'], 3)} |" for r in gen["runs"]]
         lines.append("")
         for figure, words in (("tokens_per_s", "tokens/s"), ("tokens_per_server_cpu_s", "tokens per server CPU s")):
-            by = {(r["signature"], r["protocol"], r["new_tokens"]): r[figure] for r in gen["runs"]}
+            by = {(r["signature"], bool(r.get("xla")), r["protocol"], r["new_tokens"]): r[figure]
+                  for r in gen["runs"]}
             for protocol in ("grpc", "rest"):
                 key = (protocol, gen["block_size"] - 1)
-                speedup = by[("generate", *key)] / by[("generate_no_cache", *key)]
+                speedup = by[("generate", False, *key)] / by[("generate_no_cache", False, *key)]
                 lines.append(f"- cache speedup up to the block size, {words} ({protocol}): {speedup:.1f}x; target >= "
                              f"{TARGETS['cache_speedup']:.0f}x: {verdict(speedup >= TARGETS['cache_speedup'])}")
+                for tokens in (gen["block_size"] - 1, 1024):
+                    if ("generate", True, protocol, tokens) in by:
+                        ratio = by[("generate", True, protocol, tokens)] / by[("generate", False, protocol, tokens)]
+                        lines.append(f"- XLA on the cached step, {tokens} tokens, {words} ({protocol}): {ratio:.2f}x "
+                                     "the default export's")
         lines.append("")
     sweep = raw.get("budget")
     if sweep:

@@ -62,3 +62,35 @@ def test_map_averages_classes_over_images_and_ignores_classes_without_truth():
     # class 0: FP (.95) then TP (.5) -> precision 1/2 at recall 1; class 2: FP then TP -> 1/2
     assert result["ap"] == [pytest.approx(0.5), None, pytest.approx(0.5)]
     assert result["map"] == pytest.approx(0.5)
+
+
+def test_classifier_curves_match_counts_made_by_hand():
+    """The confusion matrix, macro F1 and per-threshold counts of ClassifierCurves against direct counting."""
+    import keras
+
+    from pipelines.metrics import ClassifierCurves
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    probabilities = rng.dirichlet(np.ones(3), 200).astype(np.float32)
+    probabilities[labels == 2, 2] += 1.0  # class 2 is easy
+    probabilities /= probabilities.sum(1, keepdims=True)
+    metric = ClassifierCurves(3)
+    for rows in (slice(0, 120), slice(120, 200)):  # two batches accumulate
+        metric.update_state(labels[rows], probabilities[rows])
+    predicted = probabilities.argmax(1)
+    confusion = np.array([[np.sum((labels == t) & (predicted == p)) for p in range(3)] for t in range(3)])
+    assert np.array_equal(np.asarray(metric.confusion), confusion)
+    precision = np.diag(confusion) / confusion.sum(0)
+    recall = np.diag(confusion) / confusion.sum(1)
+    assert float(metric.result()) == pytest.approx(np.mean(2 * precision * recall / (precision + recall)), rel=1e-5)
+    curves = metric.curves()
+    for c in range(3):
+        for k in (0, 30, 50, 77, 100):
+            called = probabilities[:, c] >= k / 100
+            assert curves["tp"][c, k] == np.sum(called & (labels == c))
+            assert curves["fp"][c, k] == np.sum(called & (labels != c))
+            assert curves["fn"][c, k] == np.sum(~called & (labels == c))
+    assert curves["recall"][2, 50] > curves["recall"][0, 50]  # the easy class is found at a high threshold
+    metric.reset_state()
+    assert not np.asarray(metric.positives).any() and keras.ops.convert_to_numpy(metric.confusion).sum() == 0
