@@ -188,10 +188,10 @@ def test_each_epoch_shows_the_validation_confusion_matrix_and_per_class_pr_curve
     labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in splits.validation])
     images = get_json(url, "/data/plugin/images/images", run=run, tag="confusion_matrix")
     assert [image["step"] for image in images] == [0, 1]
-    assert set(get_json(url, "/data/plugin/pr_curves/tags")[run]) == {f"pr_curve/{name}" for name in names}
+    assert set(get_json(url, "/data/plugin/pr_curves/tags")[run]) == {f"{name}/pr_curves" for name in names}
     confident = 0
     for index, name in enumerate(names):
-        entries = get_json(url, "/data/plugin/pr_curves/pr_curves", run=run, tag=f"pr_curve/{name}")[run]
+        entries = get_json(url, "/data/plugin/pr_curves/pr_curves", run=run, tag=f"{name}/pr_curves")[run]
         assert [entry["step"] for entry in entries] == [0, 1]
         last = entries[-1]
         # at threshold 0 every validation example is called positive: TP = the class's examples, FP = the others
@@ -202,7 +202,7 @@ def test_each_epoch_shows_the_validation_confusion_matrix_and_per_class_pr_curve
             confident += last["true_positives"][51]  # true-class probability > 0.51: an argmax, a right answer
     correct = round(trained_cnn.metrics["val_accuracy"] * len(labels))
     assert confident <= correct
-    precision = np.asarray([get_json(url, "/data/plugin/pr_curves/pr_curves", run=run, tag=f"pr_curve/{n}")[run][-1]
+    precision = np.asarray([get_json(url, "/data/plugin/pr_curves/pr_curves", run=run, tag=f"{n}/pr_curves")[run][-1]
                             ["precision"][0] for n in names])
     assert np.allclose(precision, np.bincount(labels, minlength=len(names)) / len(labels), atol=1e-6)
 

@@ -149,7 +149,7 @@ def test_a_run_logs_its_tensorboard_extra_and_exports_its_signature(runs, model)
             for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
     assert TENSORBOARD_EXTRA[model] in tags
     if model == "text_classifier":  # per-class PR curves; the token embedding in the projector
-        assert {"pr_curve/neg", "pr_curve/pos"} <= tags
+        assert {"neg/pr_curves", "pos/pr_curves"} <= tags
         rows = (run.run_dir / "embeddings" / "metadata.tsv").read_text().splitlines()
         assert 2 < len(rows) <= TINY[model][1]["max_tokens"] and rows[:2] == ["<empty>", "[UNK]"]
         assert "metadata.tsv" in (run.run_dir / "embeddings" / "projector_config.pbtxt").read_text()

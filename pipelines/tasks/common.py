@@ -83,7 +83,8 @@ class EpochSummaries(keras.callbacks.Callback):
 
 class ClassifierSummaries(EpochSummaries):
     """After each epoch's validation pass: its confusion matrix (an image, as TensorFlow's image-summaries guide
-    draws it for Fashion-MNIST) and one precision-recall curve per class (the PR curves plugin), from the
+    draws it for Fashion-MNIST) and one precision-recall curve per class (the PR curves plugin, tag
+    "<class>/pr_curves"), from the
     `ClassifierCurves` metric that the pass filled inside the compiled test step (no extra pass). The figure
     is drawn on a thread of its own, so the next epoch starts at once; `on_train_end` waits for it."""
 
@@ -103,7 +104,7 @@ class ClassifierSummaries(EpochSummaries):
         curves = self.curves.curves()
         for i, name in enumerate(self.names):
             proto = pr_curve.raw_data_pb(
-                f"pr_curve/{name}", curves["tp"][i], curves["fp"][i], curves["tn"][i], curves["fn"][i],
+                name, curves["tp"][i], curves["fp"][i], curves["tn"][i], curves["fn"][i],
                 curves["precision"][i], curves["recall"][i], num_thresholds=self.curves.bins + 1,
                 display_name=f"{name} vs the rest", description=f"{int(matrix.sum())} {self.what}")
             tf.summary.experimental.write_raw_pb(proto.SerializeToString())
@@ -164,6 +165,12 @@ def write_projector(log_dir: str | os.PathLike, embedding: Embedding) -> None:
         entry.sprite.image_path = "sprite.png"
         entry.sprite.single_image_dim.extend([images.shape[2], images.shape[1]])  # width, height
     projector.visualize_embeddings(str(log_dir), config)
+    # TensorBoard finds runs by their event files: one text summary makes this directory the projector's run.
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(step=0):
+        tf.summary.text("embedding", f"{len(embedding.labels)} points of {np.shape(embedding.vectors)[1]} "
+                                     "dimensions: see the Projector tab")
+    writer.close()
 
 
 class Projector(keras.callbacks.Callback):
