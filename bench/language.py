@@ -390,9 +390,11 @@ def section_generation(raw: dict) -> dict:
             out["hparams"] = dict(run.hparams)
         cases = [("gpt", "generate", False), ("gpt_xla", "generate", True), ("gpt", "generate_no_cache", False)]
         for name, signature, xla in cases:
-            with ModelServerProcess(model_name=name, model_base_path=str(bases[name]), embedded=True) as server:
-                clients = {"grpc": GrpcClient("127.0.0.1", server.grpc_port),
-                           "rest": RestClient("127.0.0.1", server.rest_port)}
+            # A 1,024-token request without the cache takes longer than TF Serving's 30 s REST default.
+            with ModelServerProcess(model_name=name, model_base_path=str(bases[name]), embedded=True,
+                                    extra_args=["--rest_api_timeout_in_ms=300000"]) as server:
+                clients = {"grpc": GrpcClient("127.0.0.1", server.grpc_port, timeout=300),
+                           "rest": RestClient("127.0.0.1", server.rest_port, timeout=300)}
                 for new_tokens in (block - 1, 1024):
                     for protocol, client in clients.items():
                         inputs = {"prompt": np.array([b"\n"], dtype=object),

@@ -114,7 +114,9 @@ class SampleImages(EpochSummaries):
 
     @override
     def summarize(self):
-        predicted = np.argmax(self.model.predict(self.images, verbose=0), axis=-1)
+        # A direct call, not model.predict: predict builds a tf.data pipeline per call, and tearing it down
+        # costs a pause at every epoch boundary.
+        predicted = np.argmax(keras.ops.convert_to_numpy(self.model(self.images, training=False)), axis=-1)
         tf.summary.image(
             "samples", self.images, max_outputs=len(self.images),
             description=" | ".join(f"{i}: true {self.names[t]}, predicted {self.names[p]}"
@@ -258,7 +260,8 @@ class ImageClassification(ImageTask):
                 break
         images, labels = np.concatenate(images)[:PROJECTOR_IMAGES], np.concatenate(labels)[:PROJECTOR_IMAGES]
         penultimate = keras.Model(model.inputs, [model.layers[-1].input, model.outputs[0]])
-        vectors, probabilities = penultimate.predict(images, batch_size=128, verbose=0)
+        outputs = [penultimate(images[i:i + 128], training=False) for i in range(0, len(images), 128)]
+        vectors, probabilities = (np.concatenate([keras.ops.convert_to_numpy(o[k]) for o in outputs]) for k in (0, 1))
         predicted = np.argmax(probabilities, axis=-1)
         return Embedding(vectors.reshape(len(images), -1),
                          [f"{names[t]}\t{names[p]}" for t, p in zip(labels, predicted, strict=True)],

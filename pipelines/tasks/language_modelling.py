@@ -29,7 +29,7 @@ Generation rules (also in the model card, `generation`):
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import concurrent.futures
 
 import keras
 import numpy as np
@@ -131,19 +131,34 @@ class StepSummaries(keras.callbacks.Callback):
 
 
 class SampleText(EpochSummaries):
-    """A generated sample per epoch (prompt from the validation data), as a TensorBoard text summary."""
+    """A generated sample per epoch (prompt from the validation data), as a TensorBoard text summary.
 
-    def __init__(self, log_dir: str, prompt: str, generation: Callable[[keras.Model], tf.types.experimental.Function]):
+    The sampler is its own XLA-compiled `generate` (nothing of it is exported): tracing and compiling it takes
+    seconds, so that happens on a thread of its own from the start of training, beside the first epoch; each
+    epoch's sample then takes a fraction of a second at the epoch boundary."""
+
+    def __init__(self, log_dir: str, chars: str, prompt: str):
         super().__init__(log_dir)
-        self.prompt, self.generation = prompt, generation
+        self.chars, self.prompt = chars, prompt
+        self.generate = None
+        self.warmup: concurrent.futures.Future | None = None
+
+    @override
+    def on_train_begin(self, logs=None):
+        self.generate = generation_function(self.model, self.chars, xla=True)
+        warming = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sampler-warmup")
+        self.warmup = warming.submit(self.sample, -1)
+        warming.shutdown(wait=False)
+
+    def sample(self, seed: int) -> str:
+        out = self.generate(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
+                            tf.constant([0]), tf.constant([seed], tf.int64))
+        return out["generated"][0].numpy().decode("utf-8")
 
     @override
     def summarize(self):
-        # The export's own `generate` (traced once per run, shared with the export): no XLA compile at an epoch
-        # boundary unless the export asks for XLA (serve_xla); 200 tokens take ~0.1 s without it.
-        out = self.generation(self.model)(tf.constant([self.prompt]), tf.constant([SAMPLE_TOKENS]), tf.constant([0.8]),
-                            tf.constant([0]), tf.constant([self.epoch], tf.int64))
-        text = out["generated"][0].numpy().decode("utf-8")
+        self.warmup.result()  # done long before the first epoch ends, but for the shortest runs
+        text = self.sample(self.epoch)
         # Markdown: a code block keeps the play's line breaks.
         tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
 
@@ -361,7 +376,7 @@ class LanguageModelling(Task):
         """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
         prompt = "".join(self.vocabulary[i] for i in np.asarray(sample_batch[0][0][:16]))
         return [StepSummaries(f"{run_dir}/train", self.schedule),
-                SampleText(f"{run_dir}/validation", prompt, self.generation),
+                SampleText(f"{run_dir}/validation", self.vocabulary, prompt),
                 Projector(f"{run_dir}/embeddings", self.token_embeddings)]
 
     def token_embeddings(self, model: keras.Model) -> Embedding:
@@ -370,8 +385,7 @@ class LanguageModelling(Task):
         return Embedding(keras.ops.convert_to_numpy(layer.embeddings), [metadata_text(c) for c in self.vocabulary])
 
     def generation(self, model: keras.Model) -> tf.types.experimental.Function:
-        """`model`'s `generate` signature (XLA with the recipe's serve_xla), built once per model: the epoch
-        samples and the export share one traced function."""
+        """`model`'s `generate` signature (XLA with the recipe's serve_xla), built once per model."""
         if id(model) not in self.generate_functions:
             self.generate_functions[id(model)] = generation_function(model, self.vocabulary,
                                                                      xla=bool(self.recipe["serve_xla"]))
