@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import requests
 
 from serving.launch import free_port
@@ -55,3 +56,16 @@ def wait_for_run(url: str, path: str, run: str, timeout: float = 60.0):
             return listed
         assert time.monotonic() < deadline, f"{path} never listed {run}: {listed}"
         time.sleep(1)
+
+
+def projector_points(run_dir: Path, model: str) -> tuple[list[str], np.ndarray]:
+    """Serve the runs root of `run_dir` (runs/<model>/<run id>) and read its projector embedding back through
+    TensorBoard's projector API: the metadata rows and the vectors [rows, dimensions]."""
+    with serve(run_dir.parent.parent) as url:
+        run = f"{model}/{run_dir.name}/embeddings"
+        wait_for_run(url, "/data/plugin/projector/runs", run)
+        (embedding,) = get_json(url, "/data/plugin/projector/info", run=run)["embeddings"]
+        params = {"run": run, "name": embedding["tensorName"]}
+        rows = requests.get(f"{url}/data/plugin/projector/metadata", params=params, timeout=30).text.split("\n")[:-1]
+        tensor = requests.get(f"{url}/data/plugin/projector/tensor", params=params, timeout=30).content
+    return rows, np.frombuffer(tensor, np.float32).reshape(len(rows), -1)

@@ -260,17 +260,8 @@ def test_random_tensors_to_every_signature_never_break_the_server(runs, server):
 
 def test_the_projector_shows_the_classifiers_token_embedding(runs):
     """Read back through the real TensorBoard: one point per vocabulary entry, labelled with its token."""
-    import requests
     import tensorboard_server
 
-    run_dir = runs["text_classifier"].run_dir
-    with tensorboard_server.serve(run_dir.parent.parent) as url:
-        run = f"text_classifier/{run_dir.name}/embeddings"
-        tensorboard_server.wait_for_run(url, "/data/plugin/projector/runs", run)
-        (embedding,) = tensorboard_server.get_json(url, "/data/plugin/projector/info", run=run)["embeddings"]
-        params = {"run": run, "name": embedding["tensorName"]}
-        rows = requests.get(f"{url}/data/plugin/projector/metadata", params=params, timeout=30).text.split("\n")[:-1]
-        vectors = np.frombuffer(requests.get(f"{url}/data/plugin/projector/tensor", params=params,
-                                             timeout=30).content, np.float32)
+    rows, vectors = tensorboard_server.projector_points(runs["text_classifier"].run_dir, "text_classifier")
     assert rows[:2] == ["<empty>", "[UNK]"]
-    assert vectors.reshape(len(rows), -1).shape[1] == TINY["text_classifier"][1]["embedding_dim"]
+    assert vectors.shape[1] == TINY["text_classifier"][1]["embedding_dim"]
