@@ -260,7 +260,7 @@ class ImageClassification(ImageTask):
                 break
         images, labels = np.concatenate(images)[:PROJECTOR_IMAGES], np.concatenate(labels)[:PROJECTOR_IMAGES]
         penultimate = keras.Model(model.inputs, [model.layers[-1].input, model.outputs[0]])
-        outputs = [penultimate(images[i:i + 128], training=False) for i in range(0, len(images), 128)]
+        outputs = [penultimate([images[i:i + 128]], training=False) for i in range(0, len(images), 128)]
         vectors, probabilities = (np.concatenate([keras.ops.convert_to_numpy(o[k]) for o in outputs]) for k in (0, 1))
         predicted = np.argmax(probabilities, axis=-1)
         return Embedding(vectors.reshape(len(images), -1),
