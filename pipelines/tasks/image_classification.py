@@ -197,12 +197,17 @@ class ImageClassification(ImageTask):
     recipe_defaults = {**ImageTask.recipe_defaults, "label_smoothing": 0.0, "test_time_flip": False,
                        "fine_tune_epochs": 0, "fine_tune_layers": 0, "fine_tune_rate": 0.1}
 
+    @property
+    def class_names(self) -> list[str]:
+        """The model's labels, or the class indices as text when it has none."""
+        return list(self.run.labels) or [str(i) for i in range(self.hparams["num_classes"])]
+
     @override
     def load_splits(self, data_dir) -> Splits:
         """The default splits; the train split's label shares are kept for the model card."""
         splits = super().load_splits(data_dir)
-        names = list(self.run.labels) or [str(i) for i in range(self.hparams["num_classes"])]
-        self.label_distribution = label_distribution(self.run.dataset, splits.names["train"], names, data_dir)
+        self.label_distribution = label_distribution(self.run.dataset, splits.names["train"], self.class_names,
+                                                     data_dir)
         self.validation = splits.validation if splits.validation is not None else splits.test
         return splits
 
@@ -239,7 +244,7 @@ class ImageClassification(ImageTask):
         per-class PR curves of each epoch, the penultimate features of validation images in the projector at the
         end; the fine-tuning switch if any."""
         images, labels = sample_batch
-        names = list(self.run.labels) or [str(i) for i in range(self.hparams["num_classes"])]
+        names = self.class_names
         extras = [SampleImages(f"{run_dir}/validation", np.asarray(images[:SAMPLE_IMAGES]),
                                np.asarray(labels[:SAMPLE_IMAGES]), self.run.labels),
                   ClassifierSummaries(f"{run_dir}/validation", self.curves, names),

@@ -37,7 +37,6 @@ import tensorflow as tf
 from typing_extensions import override
 
 from pipelines import data
-from pipelines.config import RunConfig
 from pipelines.data.shakespeare import split_text
 from pipelines.errors import UserError
 from pipelines.tasks.base import Splits, Task, WarmupRequests
@@ -317,10 +316,6 @@ class LanguageModelling(Task):
                        "min_learning_rate": 0.0, "weight_decay": 0.0, "beta_2": 0.999, "clipnorm": 1.0,
                        "serve_xla": False}
 
-    def __init__(self, run: RunConfig):
-        super().__init__(run)
-        self.generate_functions: dict[int, tf.types.experimental.Function] = {}
-
     @property
     def vocabulary(self) -> str:
         """The model's characters, in token-id order."""
@@ -384,17 +379,10 @@ class LanguageModelling(Task):
         layer = getattr(model, "token_embedding", None) or model.embedding
         return Embedding(keras.ops.convert_to_numpy(layer.embeddings), [metadata_text(c) for c in self.vocabulary])
 
-    def generation(self, model: keras.Model) -> tf.types.experimental.Function:
-        """`model`'s `generate` signature (XLA with the recipe's serve_xla), built once per model."""
-        if id(model) not in self.generate_functions:
-            self.generate_functions[id(model)] = generation_function(model, self.vocabulary,
-                                                                     xla=bool(self.recipe["serve_xla"]))
-        return self.generate_functions[id(model)]
-
     @override
     def signatures(self, model: keras.Model) -> dict:
         """`generate` (cached decoding), `generate_no_cache` (models with a context limit) and `score`."""
-        out = {"generate": self.generation(model),
+        out = {"generate": generation_function(model, self.vocabulary, xla=bool(self.recipe["serve_xla"])),
                "score": score_function(model, self.vocabulary)}
         if getattr(model, "context_size", None) is not None:
             out["generate_no_cache"] = generation_function(model, self.vocabulary, use_cache=False)
