@@ -7,6 +7,7 @@
   tfzoo evaluate cnn                 evaluate an exported version (what a server would serve) on a split
   tfzoo serve                        serve models/ with tensorflow_model_server if installed, else tfzoo-model-server
   tfzoo predict cnn image.png        query a running server over REST or gRPC
+  tfzoo play dqn --env CartPole-v1   play episodes with a served policy (every action from the server)
   tfzoo export-config                write models/models.config for every model in models/
   tfzoo tensorboard                  start TensorBoard on runs/
   tfzoo data prepare fashion_mnist   build a dataset into the data dir
@@ -160,6 +161,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    """Play a gymnasium environment with a served policy (see `pipelines.play`)."""
+    from pipelines import play
+
+    return play.run(args)
+
+
 def json_bytes(value) -> object:
     """Bytes in printed JSON: text as text, anything else (a PNG mask) as {"b64": ...}, TF Serving's REST way."""
     if not isinstance(value, bytes):
@@ -256,6 +264,13 @@ def add_serving_verbs(verbs) -> None:
     p.add_argument("--protocol", choices=["rest", "grpc"], default="rest")
     p.add_argument("--signature", default="encoded_image")
     p.set_defaults(func=cmd_predict)
+
+    from pipelines import play
+
+    p = verbs.add_parser("play", help="play an environment with a served policy, every action from the server",
+                         description=play.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    play.add_arguments(p)
+    p.set_defaults(func=cmd_play)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,9 @@ distribution strategy and the seed. `resolve` builds it with one precedence rule
     spec's `train`) < --set KEY=VALUE (and the `recipe` / `hparams` of the Python API) < the flags
     --epochs, --batch-size, --learning-rate (only when given)
 
+Hyperparameters the dataset fixes (`Task.dataset_hparams`: an environment's observation shape and action
+count) replace the model's defaults; a --set that disagrees with them is refused.
+
 A key that neither the model's builder nor the trainer nor the task reads is refused, with the valid keys.
 `config.json` in the run directory is `RunConfig.to_json()`; `RunConfig.from_json` reads it back.
 """
@@ -82,7 +85,9 @@ def recipe_defaults(task: str) -> dict[str, Any]:
     """The trainer's recipe defaults with the task's on top: every recipe key a run of `task` may set."""
     from pipelines import tasks
 
-    return {**TRAINER_RECIPE, **tasks.get(task).recipe_defaults}
+    task_class = tasks.get(task)
+    trainer = {key: value for key, value in TRAINER_RECIPE.items() if key not in task_class.unused_trainer_keys}
+    return {**trainer, **task_class.recipe_defaults}
 
 
 def resolve(model: str, *, dataset: str | None = None, sets: Iterable[str] = (),
@@ -94,6 +99,8 @@ def resolve(model: str, *, dataset: str | None = None, sets: Iterable[str] = (),
     `sets` are `KEY=VALUE` strings (the command line's --set), each routed to the model's hyperparameters or
     the recipe by its key and typed like its default; `hparams` and `recipe` are the same from Python.
     """
+    from pipelines import tasks
+
     spec = zoo.get(model)
     defaults = recipe_defaults(spec.task)
     if stray := sorted(set(spec.train) - set(defaults)):
@@ -121,12 +128,20 @@ def resolve(model: str, *, dataset: str | None = None, sets: Iterable[str] = (),
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     base = {**defaults, **spec.train}
+    dataset = dataset or spec.default_dataset
     try:
         merged_recipe = {**base, **{key: coerce(value, base[key]) for key, value in recipe_overrides.items()}}
         merged_hparams = spec.resolve_hparams(model_overrides)
+        from_dataset = tasks.get(spec.task).dataset_hparams(dataset)
+        fixed = spec.resolve_hparams(from_dataset)
     except (TypeError, ValueError) as e:
         raise UserError(f"{model}: {e}") from None
     except zoo.ZooError as e:
         raise UserError(str(e)) from None
-    return RunConfig(model=model, task=spec.task, dataset=dataset or spec.default_dataset, hparams=merged_hparams,
+    for key in from_dataset:
+        if key in model_overrides and merged_hparams[key] != fixed[key]:
+            raise UserError(f"{model}: {key}={merged_hparams[key]!r} disagrees with {dataset}, which fixes "
+                            f"{key}={fixed[key]!r}; leave it out")
+        merged_hparams[key] = fixed[key]
+    return RunConfig(model=model, task=spec.task, dataset=dataset, hparams=merged_hparams,
                      recipe=merged_recipe, labels=spec.labels, strategy=strategy, seed=seed)

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hp
-from typing_extensions import override
 
 from pipelines import config as run_config
 from pipelines import export as exporter
-from pipelines import paths, tasks
+from pipelines import fitting, paths, tasks
 from pipelines.config import RunConfig
 from pipelines.errors import UserError, user_errors
 
@@ -38,51 +36,6 @@ class RunResult:
     metrics: dict
     export_dir: Path | None
     config: RunConfig
-
-
-class EpochTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback at update_freq="epoch" without its per-batch work: Keras 3 still converts and
-    writes every batch's logs as `batch_*` scalars (to no writer) at every step. The model graph is written once.
-    With `profile_batch` (first, last; 1-based, as Keras counts), Keras's batch hooks run (without logs) so that
-    they capture those batches' profile into train/plugins/profile (TensorBoard's Profile tab)."""
-
-    def __init__(self, log_dir: str, profile_batch: tuple[int, int] | None = None):
-        super().__init__(log_dir, update_freq="epoch", profile_batch=profile_batch or 0)
-        self.profiling = bool(profile_batch)
-        self.graph_written = False
-
-    @override
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.profiling:  # counts the batch; starts the trace at the first profiled one
-            super().on_train_batch_begin(batch, None)
-
-    @override
-    def on_train_batch_end(self, batch, logs=None):
-        if self.profiling or not self.graph_written:  # no logs: no batch scalars
-            super().on_train_batch_end(batch, None)
-            self.graph_written = True
-
-
-def repeating(dataset: tf.data.Dataset | None) -> tuple[tf.data.Dataset | None, int | None]:
-    """A finite dataset of known length as (dataset.repeat(), its length): the same batches in the same order
-    every epoch, from one iterator; anything else as it is (None steps: Keras reads it to its end)."""
-    if dataset is None:
-        return None, None
-    length = int(dataset.cardinality())
-    return (dataset.repeat(), length) if length > 0 else (dataset, None)
-
-
-def without_autotune(dataset: tf.data.Dataset | None) -> tf.data.Dataset | None:
-    """`dataset` with tf.data's autotuning model off. With it on, an iterator's destructor waits for its
-    autotune thread (`Model::OptimizeLoop`) to wake and stop: seconds of idle process each time Keras drops an
-    iterator (the validation one after every evaluation, the train one at the end of fit; up to 50 s measured
-    on resnet in bench/results/training-speed.md). The pipelines' AUTOTUNE parallelism then stays at its
-    default (the core count) and prefetch buffers still grow on demand, which measured no slower here."""
-    if dataset is None:
-        return None
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def make_run_id() -> str:
@@ -145,42 +98,19 @@ def train(
 
     hp_values = {f"model.{k}": _hp_value(v) for k, v in run.hparams.items()}
     hp_values.update({f"train.{k}": _hp_value(v) for k, v in recipe.items()})
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        EpochTensorBoard(str(run_dir), profile_batches),
-        hp.KerasCallback(str(run_dir / "validation"), hp_values, trial_id=run_id),
-        keras.callbacks.ModelCheckpoint(str(paths.checkpoint_pattern(run_dir)), save_weights_only=True),
-        *task.callbacks(run_dir, splits.sample_batch),
-        *extra_callbacks,
-    ]
-    if recipe["early_stopping_patience"]:
-        if splits.validation is None:
-            raise UserError("early_stopping_patience needs a validation split; this task has none")
-        callbacks.append(keras.callbacks.EarlyStopping(patience=recipe["early_stopping_patience"],
-                                                       restore_best_weights=True))
+    fitted = task.fit(model, splits, fitting.FitOptions(run_dir=run_dir, run_id=run_id, hparams=hp_values,
+                                                        verbose=verbose, profile_batches=profile_batches,
+                                                        extra_callbacks=tuple(extra_callbacks)))
+    test = task.test(model, splits)
 
-    validation, validation_steps = repeating(without_autotune(splits.validation))
-    start = time.perf_counter()
-    # One iterator for the whole run on both pipelines (`steps_per_epoch` and `validation_steps` batches an
-    # epoch): a new iterator per epoch costs a pause at every boundary while the last one's tf.data threads stop.
-    # shuffle=False: the tf.data pipeline already reshuffles; Keras cannot shuffle a Dataset.
-    history = model.fit(without_autotune(splits.train), validation_data=validation,
-                        validation_steps=validation_steps,
-                        epochs=recipe["epochs"], steps_per_epoch=splits.steps_per_epoch, shuffle=False,
-                        callbacks=callbacks, verbose=verbose)
-    train_seconds = time.perf_counter() - start
-    test = model.evaluate(without_autotune(splits.test), return_dict=True, verbose=0)
-
-    epochs_run = len(history.epoch)  # fewer than recipe["epochs"] after a resume or an early stop
     metrics = {
         **{f"test_{k}": float(v) for k, v in test.items()},
-        **{k: float(v[-1]) for k, v in history.history.items() if v},
+        **{k: float(v[-1]) for k, v in fitted.history.items() if v},
         "epochs": recipe["epochs"],
-        "epochs_this_session": epochs_run,
-        "stopped_early": bool(recipe["early_stopping_patience"]) and history.epoch[-1:] != [recipe["epochs"] - 1],
-        "train_seconds": round(train_seconds, 2),
-        "train_examples_per_second": round(epochs_run * splits.steps_per_epoch * recipe["batch_size"]
-                                           / max(train_seconds, 1e-9), 1),
+        "epochs_this_session": fitted.epochs_run,  # fewer than recipe["epochs"] after a resume or an early stop
+        "stopped_early": fitted.stopped_early,
+        "train_seconds": round(fitted.seconds, 2),
+        "train_examples_per_second": round(fitted.examples / max(fitted.seconds, 1e-9), 1),
         "test_split": splits.names["test"],
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -202,6 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `train` command line, shared by `tfzoo train` and `python -m pipelines.train`."""
     parser.add_argument("model", help="zoo model name (see `tfzoo list`)")
     parser.add_argument("--dataset", help="tfzoo dataset name, or tfds:<catalog name> (default: the model's)")
+    parser.add_argument("--env", help="reinforcement-learning models (q_learning, dqn): the gymnasium environment "
+                                      "to learn, e.g. CartPole-v1, Taxi-v4 (default: the model's)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the recipe's; overrides --set epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's; overrides --set)")
     parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's; overrides "
@@ -237,7 +169,15 @@ def batch_range(text: str) -> tuple[int, int]:
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
     """The RunConfig a `train` command line describes (flags over --set over the recipe)."""
-    return run_config.resolve(args.model, dataset=args.dataset, sets=args.set, epochs=args.epochs,
+    if args.env:
+        import zoo
+
+        if not zoo.get(args.model).task.endswith("reinforcement_learning"):
+            raise UserError(f"--env names an environment for the reinforcement-learning models; {args.model} "
+                            "learns from a dataset: use --dataset")
+        if args.dataset:
+            raise UserError("give --env or --dataset, not both")
+    return run_config.resolve(args.model, dataset=args.env or args.dataset, sets=args.set, epochs=args.epochs,
                               batch_size=args.batch_size, learning_rate=args.learning_rate, strategy=args.strategy,
                               seed=args.seed)
 

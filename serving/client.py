@@ -102,7 +102,9 @@ def _instances_to_columns(instances: list, inputs: dict[str, np.dtype]) -> dict[
     return {alias: column(instances, alias) for alias in inputs}
 
 
-def _signature(metadata: dict, signature_name: str | None) -> dict:
+def signature(metadata: dict, signature_name: str | None = None) -> dict:
+    """One signature ({"inputs": ..., "outputs": ..., "method_name": ...}) of a model's metadata (as `metadata`
+    returns it, either client), `serving_default` by default."""
     return metadata["metadata"]["signature_def"]["signature_def"][signature_name or "serving_default"]
 
 
@@ -186,7 +188,7 @@ class RestClient:
     def _output_aliases(self, model, signature_name, version, label) -> list[str]:
         key = (model, signature_name, version, label)
         if key not in self._aliases:
-            self._aliases[key] = sorted(_signature(self.metadata(model, version, label), signature_name)["outputs"])
+            self._aliases[key] = sorted(signature(self.metadata(model, version, label), signature_name)["outputs"])
         return self._aliases[key]
 
     def classify(self, model: str, examples: list[dict], *, signature_name: str | None = None,
@@ -249,7 +251,7 @@ class GrpcClient:
                       label: str | None) -> dict[str, np.dtype]:
         key = (model, signature_name, version, label)
         if key not in self._inputs:
-            inputs = _signature(self.metadata(model, version, label), signature_name)["inputs"]
+            inputs = signature(self.metadata(model, version, label), signature_name)["inputs"]
             self._inputs[key] = {alias: np.dtype(object) if info["dtype"] == "DT_STRING"
                                  else tf.dtypes.as_dtype(types_pb2.DataType.Value(info["dtype"])).as_numpy_dtype
                                  for alias, info in inputs.items()}

@@ -18,6 +18,8 @@ TASKS = (
     "text_classification",
     "translation",
     "forecasting",
+    "reinforcement_learning",
+    "tabular_reinforcement_learning",
 )
 
 

@@ -12,13 +12,14 @@ from pipelines.tasks.forecasting import Forecasting
 from pipelines.tasks.image_classification import ImageClassification
 from pipelines.tasks.image_generation import ImageGeneration
 from pipelines.tasks.language_modelling import LanguageModelling
+from pipelines.tasks.reinforcement_learning import DeepQLearning, TabularQLearning
 from pipelines.tasks.segmentation import Segmentation
 from pipelines.tasks.text_classification import TextClassification
 from pipelines.tasks.translation import Translation
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (
     ImageClassification, Segmentation, Detection, ImageGeneration, LanguageModelling, TextClassification,
-    Translation, Forecasting)}
+    Translation, Forecasting, DeepQLearning, TabularQLearning)}
 assert set(TASKS) == set(zoo.TASKS), "every task the registry names has one Task subclass"
 
 

@@ -15,11 +15,15 @@ Hooks, in the order the trainer calls them (those without a default must be writ
   adapt(model, splits)                             fit preprocessing layers on the train split (default: none)
   compile(model, steps_per_epoch)                  loss, metrics, optimizer and its schedule (required)
   callbacks(run_dir, sample_batch) -> [Callback]   TensorBoard extras (default: none)
+  fit(model, splits, options)      -> Fitted        train (default: Keras fit with the standard callbacks)
+  test(model, splits)              -> {metric: value}   the test split's metrics (default: Keras evaluate)
   signatures(model)                -> {name: tf.function}   the SavedModel's serving signatures (required)
   warmup_requests(sample_batch)    -> [(signature, {input: array})]   replayed by the server (default: none)
   model_card(model)                -> dict          entries a client needs in the model card (default: none)
   load_evaluation(dataset, split, batch_size=, data_dir=)   the raw batches `evaluate_export` reads
   evaluate_export(loaded, ds, card) -> {metric: value}  metrics of an exported SavedModel (required)
+Before the run exists, `dataset_hparams(dataset)` (a class method) gives the hyperparameters the dataset fixes
+(an environment's observation shape and action count); `pipelines.config.resolve` applies them.
 An override is marked `@override` (typing_extensions), so a renamed hook in the base fails loudly.
 """
 from __future__ import annotations
@@ -34,8 +38,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines import data
+from pipelines import data, fitting
 from pipelines.config import RunConfig
+from pipelines.fitting import FitOptions, Fitted
 
 TRAIN_SPLIT = "train[:90%]"
 VALIDATION_SPLIT = "train[90%:]"
@@ -51,12 +56,13 @@ class Splits:
 
     `train` repeats without end (one iterator for the whole run: no pause at epoch boundaries while a finished
     epoch's iterator shuts down); `steps_per_epoch` train batches make an epoch. `validation` is finite, or
-    None for no validation pass; `names` records which split is which.
+    None for no validation pass; `names` records which split is which. A task that learns by acting (in an
+    environment, not on a dataset) has no pipelines (None) and names its seeds instead.
     """
 
-    train: tf.data.Dataset
+    train: tf.data.Dataset | None
     validation: tf.data.Dataset | None
-    test: tf.data.Dataset
+    test: tf.data.Dataset | None
     sample_batch: Batch
     steps_per_epoch: int
     names: dict[str, str]
@@ -73,12 +79,20 @@ class Task:
     name: ClassVar[str]
     # Recipe entries this task's hooks read, with their defaults (a run may set these and the trainer's only).
     recipe_defaults: ClassVar[Mapping[str, Any]] = {}
+    # The trainer's recipe entries (pipelines.config.TRAINER_RECIPE) this task does not read: --set refuses them.
+    unused_trainer_keys: ClassVar[frozenset[str]] = frozenset()
     # How a TFDS example (its feature dict) becomes (x, y); None: the dataset's supervised keys.
     example_fn: ClassVar[Callable | None] = None
 
     def __init__(self, run: RunConfig):
         self.run = run
         self.hparams, self.recipe = run.hparams, run.recipe
+
+    @classmethod
+    def dataset_hparams(cls, dataset: str) -> dict[str, Any]:  # noqa: ARG003 (no dataset fixes any by default)
+        """Hyperparameters that `dataset` fixes (e.g. an environment's action count): applied over the model's
+        defaults; a `--set` that disagrees is refused."""
+        return {}
 
     # --- data -------------------------------------------------------------------------------------------------
 
@@ -115,6 +129,16 @@ class Task:
     def callbacks(self, run_dir: Path, sample_batch: Batch) -> list[keras.callbacks.Callback]:  # noqa: ARG002
         """TensorBoard extras (images, text, plots), written under `run_dir` (validation/ or train/)."""
         return []
+
+    def fit(self, model: keras.Model, splits: Splits, options: FitOptions) -> Fitted:
+        """Train the compiled `model` for the recipe's epochs: Keras `fit` on the splits with the run's standard
+        callbacks (backup-and-restore, TensorBoard, HParams, checkpoints, early stopping) and this task's."""
+        return fitting.keras_fit(model, splits, dict(self.recipe), self.callbacks(options.run_dir,
+                                                                                  splits.sample_batch), options)
+
+    def test(self, model: keras.Model, splits: Splits) -> dict[str, float]:
+        """The trained model's metrics on the test split (the trainer records them as test_<metric>)."""
+        return model.evaluate(fitting.without_autotune(splits.test), return_dict=True, verbose=0)
 
     # --- export -----------------------------------------------------------------------------------------------
 
