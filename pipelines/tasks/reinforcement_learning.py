@@ -5,10 +5,14 @@ Huber loss, a replay buffer and an epsilon schedule; acting and the gradient ste
 and `tabular_reinforcement_learning` (`q_learning`: Q-learning, or SARSA with `--set algorithm=sarsa`, on a
 [states, actions] table). The recipe counts in environment steps: `epochs` evaluations, `steps_per_epoch` steps
 apart. After each epoch the greedy policy plays `eval_episodes` episodes on the validation seeds (TensorBoard:
-their mean return, and a strip of frames of the first), and the run's state is saved to backup/ (networks,
-optimizer, step counter, replay buffer, random state): a run killed at any point resumes from its last epoch
-with the same `--run-id` (the episode in progress is started again). The test is `test_episodes` greedy
-episodes on fixed seeds (`pipelines.envs.TEST_SEEDS`), never played in training or validation.
+their mean return, and a strip of frames of the first; each evaluation is also a line of evaluations.jsonl),
+and the run's state is saved to backup/ (networks, optimizer, step counter, replay buffer, random state, the
+best epoch so far): a run killed at any point resumes from its last epoch with the same `--run-id` (the
+episode in progress is started again). With `keep_best` (the default) the run ends with the values of its best
+epoch by greedy validation return; with `stop_at_threshold` it stops at the first epoch whose greedy
+validation return reaches the environment's reward threshold (gymnasium's `spec.reward_threshold`). The test is
+`test_episodes` greedy episodes on fixed seeds (`pipelines.envs.TEST_SEEDS`), never played in training or
+validation.
 
 The exported policy's `serving_default` (also named `act`) maps observations [N, ...] (or states [N]) to
 `action` [N] (int64) and `q_values` [N, actions].
@@ -33,6 +37,7 @@ from pipelines import envs, paths
 from pipelines.errors import UserError
 from pipelines.fitting import FitOptions, Fitted
 from pipelines.tasks.base import Splits, Task, WarmupRequests
+from pipelines.tasks.common import BufferedScalars
 
 # Recipe entries every agent reads; the number of steps is epochs x steps_per_epoch.
 AGENT_RECIPE: Mapping[str, Any] = {
@@ -44,6 +49,8 @@ AGENT_RECIPE: Mapping[str, Any] = {
     "eval_episodes": 10,  # greedy episodes on the validation seeds after each epoch
     "test_episodes": 100,  # greedy episodes on the test seeds at the end
     "log_every": 1_000,  # steps between TensorBoard scalars and progress-bar updates
+    "keep_best": True,  # end with the values of the epoch whose greedy validation return was highest
+    "stop_at_threshold": False,  # stop once the greedy validation return reaches the environment's threshold
 }
 BACKUP = "backup"
 
@@ -122,6 +129,9 @@ class Agent(Task):
     def sync(self, model: keras.Model) -> None:  # noqa: ARG002 (the model is the agent's values by default)
         """Write the agent's values into `model` (before a save, an evaluation and the export)."""
 
+    def adopt(self, model: keras.Model) -> None:  # noqa: ARG002 (the model is the agent's values by default)
+        """Take the agent's values from `model` (after the best epoch's weights were put back)."""
+
     # --- training ---------------------------------------------------------------------------------------------
 
     def epsilon(self, step: int, total: int) -> float:
@@ -141,14 +151,22 @@ class Agent(Task):
         state = tf.train.Checkpoint(model=model, step=tf.Variable(0, dtype=tf.int64),
                                     episodes=tf.Variable(0, dtype=tf.int64), **self.trackables())
         manager = tf.train.CheckpointManager(state, str(run_dir / BACKUP), max_to_keep=2)
+        self.best: tuple[float, list[np.ndarray]] | None = None  # (greedy validation return, model weights)
         if manager.latest_checkpoint:  # ckpt-<step>, its NumPy state in ckpt-<step>.npz (written before it)
             state.restore(manager.latest_checkpoint).expect_partial()
             with np.load(f"{manager.latest_checkpoint}.npz") as saved:
                 self.restore_arrays(saved)
                 self.rng.bit_generator.state = json.loads(str(saved["rng_state"]))
+                if "best_return" in saved:
+                    self.best = (float(saved["best_return"]),
+                                 [saved[f"best_{i}"] for i in range(len(model.get_weights()))])
         step, episodes = int(state.step.numpy()), int(state.episodes.numpy())
+        threshold = envs.spaces(self.env_id).reward_threshold if r["stop_at_threshold"] else None
+        if r["stop_at_threshold"] and threshold is None:
+            raise UserError(f"stop_at_threshold: {self.env_id} has no reward threshold")
 
         train_log = tf.summary.create_file_writer(str(run_dir / "train"))
+        episode_log = BufferedScalars(train_log, ("episode_return", "episode_length", "episode_return_mean100"))
         validation_log = tf.summary.create_file_writer(str(run_dir / "validation"))
         with validation_log.as_default():
             hp.hparams(options.hparams, trial_id=options.run_id)
@@ -164,8 +182,10 @@ class Agent(Task):
         episode_return, episode_length, learned = 0.0, 0, collections.defaultdict(list)
         history: dict[str, list[float]] = collections.defaultdict(list)
         start, start_step, clock = time.perf_counter(), step, (time.perf_counter(), step)
+        cpu_start = time.process_time()
+        stopped = False
         try:
-            while step < total:
+            while step < total and not stopped:
                 action = self.explore(model, observation, step, total)
                 next_observation, reward, terminated, truncated, _ = env.step(action)
                 for key, value in self.learn(step, observation, action, float(reward), next_observation,
@@ -178,13 +198,11 @@ class Agent(Task):
                 if terminated or truncated:
                     episodes += 1
                     recent.append(episode_return)
-                    with train_log.as_default(step=step):
-                        tf.summary.scalar("episode_return", episode_return)
-                        tf.summary.scalar("episode_length", episode_length)
-                        tf.summary.scalar("episode_return_mean100", np.mean(recent))
+                    episode_log.add(step, episode_return, episode_length, np.mean(recent))
                     episode_return, episode_length = 0.0, 0
                     observation, _ = env.reset(seed=self.run.seed * 1_000_003 + episodes)
                 if step % r["log_every"] == 0:
+                    episode_log.flush()
                     now = time.perf_counter()
                     with train_log.as_default(step=step):
                         tf.summary.scalar("epsilon", self.epsilon(step, total))
@@ -192,25 +210,38 @@ class Agent(Task):
                         for key, values in learned.items():
                             tf.summary.scalar(key, np.mean(values))
                     clock, learned = (now, step), collections.defaultdict(list)
-                    progress.update(step, [("return_mean100", np.mean(recent) if recent else 0.0),
-                                           ("epsilon", self.epsilon(step, total))])
+                    if step % r["steps_per_epoch"]:  # (an epoch's end updates the bar itself)
+                        progress.update(step, [("return_mean100", np.mean(recent) if recent else 0.0),
+                                               ("epsilon", self.epsilon(step, total))])
                 if step % r["steps_per_epoch"] == 0:
                     evaluation = self.evaluate(model, validation_log, step)
+                    if self.best is None or evaluation["return_mean"] > self.best[0]:
+                        self.best = (evaluation["return_mean"], model.get_weights())
+                    stopped = threshold is not None and evaluation["return_mean"] >= threshold
                     history["greedy_return_mean"].append(evaluation["return_mean"])
                     history["episode_return_mean100"].append(float(np.mean(recent)) if recent else 0.0)
-                    progress.update(step, [("greedy_return", evaluation["return_mean"])])
+                    with (run_dir / "evaluations.jsonl").open("a") as log:
+                        log.write(json.dumps({"step": step, "train_episodes": episodes, "cpu_seconds_this_session":
+                                              round(time.process_time() - cpu_start, 2), **evaluation}) + "\n")
+                    progress.update(step, [("return_mean100", np.mean(recent) if recent else 0.0),
+                                           ("epsilon", self.epsilon(step, total)),
+                                           ("greedy_return", evaluation["return_mean"])], finalize=stopped or None)
                     state.step.assign(step)
                     state.episodes.assign(episodes)
                     self.save(model, manager, step, run_dir, step // r["steps_per_epoch"])
                     # The episode in progress goes on; a resumed run starts the next episode afresh.
         finally:
             env.close()
+            episode_log.flush()
             train_log.close()
             validation_log.close()
         seconds = time.perf_counter() - start
         self.sync(model)
+        if r["keep_best"] and self.best is not None:
+            model.set_weights(self.best[1])
+            self.adopt(model)
         return Fitted(history=dict(history), epochs_run=len(history["greedy_return_mean"]),
-                      examples=step - start_step, seconds=seconds)
+                      examples=step - start_step, seconds=seconds, stopped_early=stopped)
 
     def evaluate(self, model: keras.Model, log: tf.summary.SummaryWriter, step: int) -> dict[str, float]:
         """Greedy episodes on the validation seeds: their return to TensorBoard, and the first as a strip."""
@@ -243,7 +274,9 @@ class Agent(Task):
         backup = run_dir / BACKUP
         backup.mkdir(parents=True, exist_ok=True)
         partial = backup / f"ckpt-{step}.partial.npz"
-        np.savez(partial, rng_state=np.array(json.dumps(self.rng.bit_generator.state)), **self.arrays())
+        best = {} if self.best is None else {"best_return": np.array(self.best[0]),
+                                             **{f"best_{i}": w for i, w in enumerate(self.best[1])}}
+        np.savez(partial, rng_state=np.array(json.dumps(self.rng.bit_generator.state)), **self.arrays(), **best)
         os.replace(partial, backup / f"ckpt-{step}.npz")
         manager.save(checkpoint_number=step)
         kept = {f"{Path(path).name}.npz" for path in manager.checkpoints}
@@ -532,6 +565,10 @@ class TabularQLearning(Agent):
     @override
     def sync(self, model: keras.Model) -> None:
         model.get_layer("q_table").embeddings.assign(self.table)
+
+    @override
+    def adopt(self, model: keras.Model) -> None:
+        self.table = np.array(model.get_layer("q_table").embeddings.numpy())
 
     @override
     def arrays(self) -> dict[str, np.ndarray]:
