@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language bench-training soak clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language bench-rl bench-training soak clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -60,6 +60,9 @@ bench-vision: install
 
 # gpt at nanoGPT's CPU configuration, step-time variants, char_rnn at the same CPU budget, served generation with
 # and without the KV cache (about 25 CPU minutes; writes bench/results/language.md; --only SECTION re-measures one)
+bench-rl: install
+	$(PY) bench/rl.py
+
 bench-language: install
 	$(PY) -m pip install --quiet -e '.[bench]'  # torch (CPU) for the same-run nanoGPT reference
 	nice -n 15 $(PY) bench/language.py

@@ -22,3 +22,16 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, data_dir, monkeypatch):
     assert "REST answers match the in-process call" in outputs
     assert (tmp_path / "models" / "cnn" / "1" / "saved_model.pb").is_file()
     assert os.listdir(tmp_path / "runs" / "cnn")
+
+
+def test_reinforcement_learning_notebook_trains_serves_and_plays_cartpole(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFZOO_RL_EPOCHS", "1")
+    monkeypatch.setenv("TFZOO_RL_STEPS", "2000")
+    monkeypatch.setenv("TFZOO_RL_DIR", str(tmp_path))
+    notebook = nbformat.read(NOTEBOOKS / "reinforcement_learning.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    assert "served episodes equal the in-process ones" in outputs
+    assert (tmp_path / "cartpole.gif").read_bytes()[:6] == b"GIF89a"
+    assert (tmp_path / "models" / "dqn" / "1" / "saved_model.pb").is_file()
