@@ -5,6 +5,7 @@
   tfzoo train cnn --epochs 2         train, evaluate on the test split, export to models/cnn/<version>
   tfzoo export cnn --run-id ID       export a run's checkpoint as the next version
   tfzoo evaluate cnn                 evaluate an exported version (what a server would serve) on a split
+  tfzoo compress cnn --method tflite_int8   a smaller servable model, models/cnn_tflite_int8/<version>
   tfzoo serve                        serve models/ with tensorflow_model_server if installed, else tfzoo-model-server
   tfzoo predict cnn image.png        query a running server over REST or gRPC
   tfzoo play dqn --env CartPole-v1   play episodes with a served policy (every action from the server)
@@ -32,7 +33,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     for name in zoo.list_models(args.pattern):
         spec = zoo.get(name)
-        print(f"{name:20s} {spec.task:22s} {spec.default_dataset:24s} {spec.description}")
+        print(f"{name:20s} {spec.task:30s} {spec.default_dataset:24s} {spec.description}")
     return 0
 
 
@@ -71,6 +72,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                                    models_dir=args.models_dir, data_dir=args.data_dir)
     print(f"exported: {path}")
     return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """Compress an exported version into a new servable model (see `pipelines.compress`)."""
+    from pipelines import compress
+
+    return compress.run(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -217,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_evaluate)
+
+    from pipelines import compress
+
+    p = verbs.add_parser("compress", help="quantize, prune or convert an exported version into a new servable "
+                         "model", description=compress.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compress.add_arguments(p)
+    p.set_defaults(func=cmd_compress)
 
     p = verbs.add_parser("data", help="prepare a dataset into the data dir, or export a text corpus as a file")
     p.add_argument("action", choices=["prepare", "export"],

@@ -5,8 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-import tensorflow as tf
-
 from pipelines import export as exporter
 from pipelines import paths, tasks
 from pipelines.errors import UserError
@@ -27,9 +25,11 @@ def latest_version_dir(model_dir: Path, version: int | None = None) -> Path:
 def evaluate(version_dir: Path, *, dataset: str | None = None, split: str = "test", batch_size: int = 256,
              data_dir=None) -> dict:
     """Metrics of the exported model in `version_dir` on `split`, computed through its signatures."""
+    from pipelines import compress
+
     card = exporter.read_model_card(version_dir)
     task = tasks.get(card["task"])
-    loaded = tf.saved_model.load(str(version_dir))
+    loaded = compress.load_for_evaluation(version_dir)  # model.tflite for a TFLite compression
     ds = task.load_evaluation(dataset or card["dataset"], split, batch_size=batch_size, data_dir=data_dir)
     return {"version_dir": str(version_dir), "split": split, **task.evaluate_export(loaded, ds, card)}
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -49,30 +50,21 @@ def write_warmup(path: Path, model_name: str, requests: list[tuple[str, dict[str
             writer.write(log.SerializeToString())
 
 
-def export(
-    model: keras.Model,
-    signatures: dict,
-    model_dir: str | os.PathLike,
-    *,
-    model_card: dict,
-    warmup_requests: list[tuple[str, dict[str, np.ndarray]]] = (),
-) -> Path:
-    """Export `model` with `signatures` as the next integer version under `model_dir`; return its path."""
+def write_version(model_dir: str | os.PathLike, fill: Callable[[Path], dict]) -> Path:
+    """Write the next integer version under `model_dir` atomically; return its path.
+
+    `fill(staging)` writes the version's files into a hidden staging directory beside the versions and returns
+    its model card; the card (with the version number and the time) goes to assets.extra/, and the directory
+    is renamed into place. If `fill` fails, nothing is left behind.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; a served version must be readable by the server
     try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        # serving_default first: the first endpoint becomes the default signature.
-        for name in sorted(signatures, key=lambda n: n != "serving_default"):
-            archive.add_endpoint(name, signatures[name])
-        archive.write_out(str(staging), verbose=False)
+        model_card = fill(staging)
         extra = staging / "assets.extra"
         extra.mkdir(exist_ok=True)
-        if warmup_requests:
-            write_warmup(extra / WARMUP_FILE, model_card.get("name", model_dir.name), list(warmup_requests))
         while True:
             version = (versions(model_dir) or [0])[-1] + 1
             card = {**model_card, "version": version, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -86,6 +78,36 @@ def export(
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_saved_model(directory: Path, model: keras.Model, signatures: dict) -> None:
+    """`model` with `signatures` as a SavedModel in `directory` (serving_default first: the default)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name in sorted(signatures, key=lambda n: n != "serving_default"):
+        archive.add_endpoint(name, signatures[name])
+    archive.write_out(str(directory), verbose=False)
+
+
+def export(
+    model: keras.Model,
+    signatures: dict,
+    model_dir: str | os.PathLike,
+    *,
+    model_card: dict,
+    warmup_requests: list[tuple[str, dict[str, np.ndarray]]] = (),
+) -> Path:
+    """Export `model` with `signatures` as the next integer version under `model_dir`; return its path."""
+
+    def fill(staging: Path) -> dict:
+        write_saved_model(staging, model, signatures)
+        if warmup_requests:
+            (staging / "assets.extra").mkdir(exist_ok=True)
+            write_warmup(staging / "assets.extra" / WARMUP_FILE, model_card.get("name", Path(model_dir).name),
+                         list(warmup_requests))
+        return model_card
+
+    return write_version(model_dir, fill)
 
 
 def read_model_card(version_dir: str | os.PathLike) -> dict:

@@ -1,4 +1,4 @@
-"""Notebooks are executed, not just stored: the quickstart runs top to bottom on the synthetic dataset."""
+"""Notebooks are executed, not just stored: each runs top to bottom on small data."""
 import os
 from pathlib import Path
 
@@ -11,15 +11,19 @@ pytestmark = pytest.mark.integration
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
+def execute(name: str, workdir: Path) -> str:
+    """Run notebooks/<name> in `workdir` with a real kernel; the text its cells printed."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    return "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+
+
 def test_quickstart_notebook_runs_end_to_end(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("TFZOO_QUICKSTART_DATASET", "synthetic_fashion_mnist")
     monkeypatch.setenv("TFZOO_QUICKSTART_DIR", str(tmp_path))
     monkeypatch.setenv("TFZOO_DATA_DIR", str(data_dir))
-    notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "REST answers match the in-process call" in outputs
+    assert "REST answers match the in-process call" in execute("quickstart.ipynb", tmp_path)
     assert (tmp_path / "models" / "cnn" / "1" / "saved_model.pb").is_file()
     assert os.listdir(tmp_path / "runs" / "cnn")
 
@@ -28,10 +32,6 @@ def test_reinforcement_learning_notebook_trains_serves_and_plays_cartpole(tmp_pa
     monkeypatch.setenv("TFZOO_RL_EPOCHS", "1")
     monkeypatch.setenv("TFZOO_RL_STEPS", "2000")
     monkeypatch.setenv("TFZOO_RL_DIR", str(tmp_path))
-    notebook = nbformat.read(NOTEBOOKS / "reinforcement_learning.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "served episodes equal the in-process ones" in outputs
+    assert "served episodes equal the in-process ones" in execute("reinforcement_learning.ipynb", tmp_path)
     assert (tmp_path / "cartpole.gif").read_bytes()[:6] == b"GIF89a"
     assert (tmp_path / "models" / "dqn" / "1" / "saved_model.pb").is_file()

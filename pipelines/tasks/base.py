@@ -22,6 +22,7 @@ Hooks, in the order the trainer calls them (those without a default must be writ
   model_card(model)                -> dict          entries a client needs in the model card (default: none)
   load_evaluation(dataset, split, batch_size=, data_dir=)   the raw batches `evaluate_export` reads
   evaluate_export(loaded, ds, card) -> {metric: value}  metrics of an exported SavedModel (required)
+  calibration_inputs(dataset, count=)   train examples as serving_default takes them (int8 calibration)
 Before the run exists, `dataset_hparams(dataset)` (a class method) gives the hyperparameters the dataset fixes
 (an environment's observation shape and action count); `pipelines.config.resolve` applies them.
 An override is marked `@override` (typing_extensions), so a renamed hook in the base fails loudly.
@@ -162,6 +163,16 @@ class Task:
         """The raw batches of `split` that `evaluate_export` reads."""
         return data.load(dataset, split, batch_size=batch_size, data_dir=data_dir, cache=False,
                          example_fn=cls.example_fn)
+
+    @classmethod
+    def calibration_inputs(cls, dataset: str, *, count: int, data_dir: str | os.PathLike | None = None
+                           ) -> list[dict[str, np.ndarray]]:
+        """`count` examples of the train split, one request each ({input: batch of 1}), as `serving_default`
+        takes them: the representative data of full-integer quantization (never test examples)."""
+        from pipelines.errors import UserError
+
+        del dataset, count, data_dir  # the default has none
+        raise UserError(f"{cls.name} models have no calibration inputs for full-integer quantization")
 
     @classmethod
     def evaluate_export(cls, loaded, ds: tf.data.Dataset, card: Mapping[str, Any]) -> dict[str, Any]:

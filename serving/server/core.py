@@ -49,6 +49,7 @@ class Options:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     saved_model_tags: str = "serve"
+    tflite: tuple[int, int] | None = None  # --prefer_tflite_model: (pools, interpreters per pool)
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     tensorflow_session_config_file: str = ""
@@ -184,7 +185,8 @@ class ServerCore:
             # TF Serving: the version's own batching_params.pbtxt, and no batching for a version without one.
             batching = per_model_options(path)
             scheduler = scheduler if batching is not None else None
-        return servable_lib.load(name, version, path, tags=tags, session_config=self.model_session_config(name),
+        return servable_lib.load(name, version, path, tflite=self.options.tflite, tags=tags,
+                                 session_config=self.model_session_config(name),
                                  batch_scheduler=scheduler, batching=batching,
                                  on_runtime=self.metrics.runtime if self.metrics else None)
 

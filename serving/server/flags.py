@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
          "Removes unused fields from MetaGraphDef proto message to save memory.")
     flag("prefer_tflite_model", bool, False, "Prefer TensorFlow Lite model from `model.tflite` file in SavedModel "
                                              "directory, instead of the TensorFlow model from `saved_model.pb`.")
-    flag("num_tflite_pools", int, CPUS, "Number of TFLite interpreter pools of a TfLiteSession.")
+    flag("num_tflite_pools", int, CPUS, "Number of TFLite interpreter pools of a TfLiteSession. (Here: pools x "
+                                        "interpreters per pool LiteRT interpreters serve each model.tflite, one "
+                                        "request at a time each.)")
     flag("num_tflite_interpreters_per_pool", int, 1, "Number of TFLite interpreters in an interpreter pool.")
     flag("tensorflow_session_config_file", str, "",
          "If non-empty, read an ascii TensorFlow Session ConfigProto protobuf from the supplied file name. Parts "
@@ -164,17 +166,12 @@ REFUSED = {
 }
 # Values whose behaviour this server would silently not give: refused, with the reason.
 REFUSED_VALUES = {
-    ("prefer_tflite_model", True): "serving model.tflite files is not implemented yet (the model-compression "
-                                   "issue); remove the flag to serve the SavedModel",
     ("use_alts_credentials", True): "ALTS (Google's Application Layer Transport Security) is not available: use "
                                     "--ssl_config_file for TLS",
 }
-# Flags whose every value is accepted and only logged: they tune what this server does not have (a TFLite runtime
-# until the compression issue, TPUs, GPUs, C++ thread-pool factories, the C++ MetaGraphDef kept in memory) or,
-# for XLA, a compilation this server always does.
+# Flags whose every value is accepted and only logged: they tune what this server does not have (TPUs, GPUs, C++
+# thread-pool factories, the C++ MetaGraphDef kept in memory) or, for XLA, a compilation this server always does.
 ACCEPTED = {
-    "num_tflite_pools": "no TFLite runtime is served yet",
-    "num_tflite_interpreters_per_pool": "no TFLite runtime is served yet",
     "skip_initialize_tpu": "there is no TPU",
     "xla_gpu_compilation_enabled": "there is no GPU here",
     "thread_pool_factory_config_file": "C++ thread-pool factories do not exist in this server; each model has "

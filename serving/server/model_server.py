@@ -64,6 +64,8 @@ class ModelServer:
             enable_model_warmup=args.enable_model_warmup,
             num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
             saved_model_tags=args.saved_model_tags,
+            tflite=((args.num_tflite_pools, args.num_tflite_interpreters_per_pool) if args.prefer_tflite_model
+                    else None),
             tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
             tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
             tensorflow_session_config_file=args.tensorflow_session_config_file,

@@ -1,4 +1,5 @@
-"""A servable: one loaded SavedModel version and its SignatureDefs, run through a TF Session.
+"""A servable: one loaded SavedModel version and its SignatureDefs, run through a TF Session (or, under
+`--prefer_tflite_model`, the version's `model.tflite` through LiteRT: `serving.server.tflite`).
 
 Every SavedModel is loaded the way TF Serving loads it — a Session over the MetaGraph that matches
 `--saved_model_tags`, with signatures run by their tensor names — so TF1 exports (e.g. the
@@ -100,14 +101,7 @@ class Servable:
         self.name, self.version, self.path = name, version, str(path)
         # `batching`: this version's BatchingOptions (None: the scheduler's); no scheduler: no batching.
         self.batch_scheduler, self.batching, self.on_runtime = batch_scheduler, batching, on_runtime
-        self.graph = tf.Graph()
-        self.session = tf.compat.v1.Session(graph=self.graph, config=session_config)
-        try:
-            with self.graph.as_default():
-                self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, tags, self.path)
-        except Exception:
-            self.session.close()
-            raise
+        self.meta_graph = self._open(tags, session_config)
         self.signatures = {
             key: Signature(key, sig.method_name, dict(sig.inputs), dict(sig.outputs))
             for key, sig in self.meta_graph.signature_def.items()
@@ -117,6 +111,22 @@ class Servable:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
+
+    def _open(self, tags: list[str], session_config: config_pb2.ConfigProto | None) -> meta_graph_pb2.MetaGraphDef:
+        """Load the version; its MetaGraphDef (the signatures are read from it)."""
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph, config=session_config)
+        try:
+            with self.graph.as_default():
+                return tf.compat.v1.saved_model.loader.load(self.session, tags, self.path)
+        except Exception:
+            self.session.close()
+            raise
+
+    def _close(self) -> None:
+        """Free what `_open` loaded."""
+        self.session.close()
+        self.graph = self.session = None
 
     @property
     def warmup_file(self) -> Path:
@@ -202,6 +212,7 @@ class Servable:
         return plan
 
     def _callable(self, signature: Signature, aliases_in: tuple, aliases_out: tuple):
+        """fn(*arrays in `aliases_in` order) -> [arrays in `aliases_out` order]: one run of `signature`."""
         key = (signature.name, aliases_in, aliases_out)
         fn = self._callables.get(key)
         if fn is None:
@@ -238,13 +249,18 @@ class Servable:
         self._plans.clear()
         if self.batch_scheduler is not None:
             self.batch_scheduler.forget((self.name, self.version))
-        self.session.close()
-        self.graph = self.session = self.meta_graph = None
+        self._close()
+        self.meta_graph = None
 
 
-def load(name: str, version: int, path: str, **options) -> Servable:
-    """Load a version (options as for Servable), turning any failure into a ServingError."""
+def load(name: str, version: int, path: str, *, tflite: tuple[int, int] | None = None, **options) -> Servable:
+    """Load a version (options as for Servable), turning any failure into a ServingError. With `tflite`
+    (--prefer_tflite_model: pools, interpreters per pool), a version holding `model.tflite` serves that file."""
     try:
+        if tflite is not None and Path(path, "model.tflite").is_file():
+            from serving.server.tflite import TfLiteServable
+
+            return TfLiteServable(name, version, path, pools=tflite[0], interpreters_per_pool=tflite[1], **options)
         return Servable(name, version, path, **options)
     except ServingError:
         raise

@@ -257,7 +257,7 @@ def test_every_tf_serving_flag_exists_with_its_default():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--num_tflite_pools=7", "--num_tflite_interpreters_per_pool=3"], ["--skip_initialize_tpu=true"],
+    ["--skip_initialize_tpu=true"],
     ["--xla_cpu_compilation_enabled=true", "--xla_gpu_compilation_enabled=true"],
     ["--remove_unused_fields_from_bundle_metagraph=false"],
     ["--thread_pool_factory_config_file=pools.txt"]
@@ -270,7 +270,6 @@ def test_flags_about_what_this_server_lacks_are_accepted_and_logged_with_the_rea
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--prefer_tflite_model=true"], "serving model.tflite files is not implemented yet"),
     (["--use_alts_credentials=true"], "ALTS"),
     (["--mixed_precision=bfloat16"], "would serve float32 where bfloat16 was asked"),
 ])
