@@ -137,9 +137,10 @@ def keras_model(version_dir: Path, data_dir=None):
     from pipelines.config import RunConfig
 
     card = export.read_model_card(version_dir)
+    name = card.get("compression", {}).get("source", {}).get("model", card["name"])  # the zoo model
     # The recipe as recorded, over today's defaults (an older export may predate a key a signature reads).
-    recipe = {**config.resolve(card["name"], dataset=card["dataset"]).recipe, **card.get("recipe", {})}
-    run = RunConfig.from_json({"model": card["name"], "task": card["task"], "dataset": card["dataset"],
+    recipe = {**config.resolve(name, dataset=card["dataset"]).recipe, **card.get("recipe", {})}
+    run = RunConfig.from_json({"model": name, "task": card["task"], "dataset": card["dataset"],
                                "hparams": card["hparams"], "recipe": recipe, "labels": card["labels"]})
     task = tasks.get(run.task)(run)
     model = run.build()
@@ -281,8 +282,12 @@ def _keras_export(model, task, splits, source: Path, target: Path, method: str, 
 
 
 def _keras_int8(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, **_) -> Path:
+    import warnings
+
     model, task, splits, _ = keras_model(source, data_dir)
-    model.quantize("int8")
+    with warnings.catch_warnings():  # Keras warns for every layer it leaves as it is (convolutions, pooling)
+        warnings.filterwarnings("ignore", message=r"Layer \w+ does not have a `quantize` method implemented")
+        model.quantize("int8")
 
     def extra(staging: Path) -> dict:
         ops = saved_model_ops(staging)

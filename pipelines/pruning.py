@@ -9,6 +9,7 @@ weights stay zero while the others learn.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -35,9 +36,11 @@ def sparsity(kernels: list) -> float:
 class MagnitudePruning(keras.callbacks.Callback):
     """Zero the smallest-magnitude weights of each prunable kernel on the polynomial schedule."""
 
-    def __init__(self, target: float, total_steps: int, frequency: int = 50):
+    def __init__(self, target: float, total_steps: int, frequency: int | None = None):
         super().__init__()
-        self.target, self.total_steps, self.frequency = target, max(1, total_steps), frequency
+        self.target, self.total_steps = target, max(1, total_steps)
+        # Masks recomputed 20 times over the schedule (every 100 steps at most), as tfmot's default frequency.
+        self.frequency = frequency or max(1, min(100, self.total_steps // 20))
         self.masks: list[np.ndarray] = []
 
     def sparsity_at(self, step: int) -> float:
@@ -47,7 +50,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.masks = []
         for kernel in self.kernels:
             values = np.abs(keras.ops.convert_to_numpy(kernel))
-            k = int(level * values.size)
+            k = math.ceil(level * values.size)
             threshold = np.partition(values.ravel(), k - 1)[k - 1] if k else -1.0
             self.masks.append((values > threshold).astype(values.dtype))
 
