@@ -13,6 +13,8 @@ Methods:
   keras_int8       Keras 3 `model.quantize("int8")`: Dense/EinsumDense/Embedding kernels int8, a SavedModel
   prune            magnitude pruning to `sparsity` with a polynomial schedule while fine-tuning on the train
                    split (Keras callback + masks), exported as a SavedModel whose zeros compress (zip)
+  distill          knowledge distillation: the exported classifier teaches a `student` zoo model (default
+                   cnn) trained with the student's own recipe (`pipelines.distillation`)
 
 A TFLite method's version holds the source's float SavedModel and `model.tflite` beside it: TF Serving and
 tfzoo-model-server serve the TFLite file with `--prefer_tflite_model`, the SavedModel otherwise. The model card
@@ -40,7 +42,9 @@ from pipelines.errors import UserError, user_errors
 
 TFLITE_FILE = "model.tflite"
 TFLITE_TASKS = ("image_classification", "segmentation")
-SETTINGS = {"calibration_examples": 300, "sparsity": 0.8, "prune_epochs": 2, "prune_learning_rate": 2e-4}
+SETTINGS = {"calibration_examples": 300, "sparsity": 0.8, "prune_epochs": 2, "prune_learning_rate": 2e-4,
+            # keras-io's "Knowledge Distillation" example: alpha 0.1 on the labels, temperature 10.
+            "student": "cnn", "temperature": 10.0, "alpha": 0.1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,9 @@ METHODS = {m.name: m for m in (
            "text_classifier have them where their weights are"),
     Method("prune", lambda model, task: task == "image_classification" and model in ("cnn", "resnet"),
            "fine-tunes on the model's own task: cnn and resnet", ("sparsity", "prune_epochs", "prune_learning_rate")),
+    Method("distill", lambda model, task: task == "image_classification" and model in ("resnet", "cnn"),
+           "teaches with the class probabilities of a Fashion-MNIST classifier (resnet, cnn)",
+           ("student", "temperature", "alpha")),
 )}
 
 
@@ -137,7 +144,7 @@ def keras_model(version_dir: Path, data_dir=None):
     from pipelines.config import RunConfig
 
     card = export.read_model_card(version_dir)
-    name = card.get("compression", {}).get("source", {}).get("model", card["name"])  # the zoo model
+    name = card.get("zoo_model", card["name"])
     # The recipe as recorded, over today's defaults (an older export may predate a key a signature reads).
     recipe = {**config.resolve(name, dataset=card["dataset"]).recipe, **card.get("recipe", {})}
     run = RunConfig.from_json({"model": name, "task": card["task"], "dataset": card["dataset"],
@@ -182,15 +189,19 @@ def compress(model: str, method: str, *, version: int | None = None, models_dir=
     chosen = {key: type(SETTINGS[key])((settings or {}).get(key, SETTINGS[key])) for key in METHODS[method].settings}
     source = source_version(model, version, models_dir)
     target = paths.models_dir(models_dir) / f"{model}_{method}"
-    writer = {"keras_int8": _keras_int8, "prune": _prune}.get(method, _tflite_method)
+    writer = {"keras_int8": _keras_int8, "prune": _prune, "distill": _distill}.get(method, _tflite_method)
     return writer(source, target, method, chosen, data_dir=data_dir, runs_dir=runs_dir, seed=seed)
 
 
-def _card(source: Path, method: str, settings: dict, fmt: str, sizes: dict, metrics: dict, extra=None) -> dict:
+def _card(source: Path, method: str, settings: dict, fmt: str, sizes: dict, metrics: dict, extra=None,
+          base: dict | None = None) -> dict:
+    """The compressed version's card: the source's (or `base`, the card of the model it holds) with the
+    compression recorded; `zoo_model` names the zoo model whose architecture the version holds."""
     from pipelines import export
 
     card = export.read_model_card(source)
-    return {**card, "name": f"{card['name']}_{method}", "metrics": metrics, "source_metrics": card.get("metrics"),
+    base = base or {**card, "zoo_model": card.get("zoo_model", card["name"])}
+    return {**base, "name": f"{card['name']}_{method}", "metrics": metrics, "source_metrics": card.get("metrics"),
             "compression": {"source": {"model": card["name"], "version": card["version"], "path": str(source)},
                             "method": method, "settings": settings, "format": fmt, "bytes": sizes,
                             **(extra or {})}}
@@ -257,7 +268,7 @@ def _keep_warmup(path: Path, signatures: set[str]) -> None:
 
 
 def _keras_export(model, task, splits, source: Path, target: Path, method: str, settings: dict, data_dir,
-                  extra: Callable[[Path], dict]) -> Path:
+                  extra: Callable[[Path], dict], base: dict | None = None) -> Path:
     """Export a compressed Keras `model` with its task's signatures and warmup requests, measured."""
     import tensorflow as tf
 
@@ -276,7 +287,7 @@ def _keras_export(model, task, splits, source: Path, target: Path, method: str, 
                  "variables_zipped": zipped_bytes(staging / "variables"),
                  "source_variables_zipped": zipped_bytes(source / "variables")}
         metrics = _evaluate(staging, card, tf.saved_model.load(str(staging)), data_dir)
-        return _card(source, method, settings, "saved_model", sizes, metrics, extra(staging))
+        return _card(source, method, settings, "saved_model", sizes, metrics, extra(staging), base)
 
     return export.write_version(target, fill)
 
@@ -320,6 +331,39 @@ def _prune(source: Path, target: Path, method: str, settings: dict, *, data_dir=
                             seed=seed)
     return _keras_export(model, task, splits, source, target, method, settings, data_dir,
                          lambda _: {"sparsity_reached": reached})
+
+
+def _distill(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, runs_dir=None, seed=0,
+             **_) -> Path:
+    import keras
+
+    from pipelines import config, distillation, export, fitting, tasks
+    from pipelines.train import make_run_id
+
+    teacher = export.read_model_card(source)
+    run = config.resolve(settings["student"], dataset=teacher["dataset"], seed=seed)
+    if run.task != teacher["task"]:
+        raise UserError(f"student {run.model} ({run.task}) cannot learn from {teacher['name']} ({teacher['task']})")
+    keras.utils.set_random_seed(seed)
+    task = tasks.get(run.task)(run)
+    splits = task.load_splits(data_dir)
+    student = run.build()
+    distiller = distillation.Distiller(student, distillation.exported_teacher(source),
+                                       temperature=settings["temperature"], alpha=settings["alpha"])
+    distiller.compile(optimizer=task.optimizer(splits.steps_per_epoch),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    distiller(splits.sample_batch[0])  # built before fit (BackupAndRestore asks)
+    run_id = make_run_id()
+    fitted = fitting.keras_fit(distiller, splits, dict(run.recipe), [], fitting.FitOptions(
+        run_dir=paths.runs_dir(runs_dir) / f"{teacher['name']}_distill" / run_id, run_id=run_id,
+        hparams={"student": run.model, "temperature": settings["temperature"], "alpha": settings["alpha"]},
+        verbose=2))
+    base = {"name": f"{teacher['name']}_distill", "zoo_model": run.model, "task": run.task,
+            "hparams": dict(run.hparams), "labels": list(run.labels), "input": run.spec.input_spec,
+            "dataset": run.dataset, "recipe": dict(run.recipe), "run_id": run_id, "seed": seed}
+    return _keras_export(student, task, splits, source, target, method, settings, data_dir,
+                         lambda _: {"teacher_metrics": teacher.get("metrics"),
+                                    "train_seconds": round(fitted.seconds, 1)}, base)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -148,3 +148,17 @@ def test_compressing_what_does_not_apply_is_a_one_line_error_and_a_failed_write_
     with pytest.raises(RuntimeError):
         export.write_version(tmp_path / "m", failing)
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_distillation_trains_a_student_on_the_exported_teachers_probabilities(models, data_dir, tmp_path):
+    path = compress.compress("cnn", "distill", models_dir=models, data_dir=data_dir, runs_dir=tmp_path,
+                             settings={"student": "cnn", "temperature": 4.0})
+    card = export.read_model_card(path)
+    assert path.parent.name == "cnn_distill" and card["zoo_model"] == "cnn" and card["recipe"]["epochs"] == 10
+    assert card["compression"]["settings"] == {"student": "cnn", "temperature": 4.0, "alpha": 0.1}
+    assert card["compression"]["teacher_metrics"]["test_accuracy"] > 2 * CHANCE
+    assert card["metrics"]["accuracy"] > 0.5, card["metrics"]  # 10 epochs of the student's recipe
+    model, *_ = compress.keras_model(path, data_dir)  # the student, rebuilt from the card
+    assert model.name == "cnn"
+    with pytest.raises(UserError, match="distill does not apply to gpt"):
+        compress.compress("gpt", "distill", models_dir=models)
