@@ -208,11 +208,11 @@ def _card(source: Path, method: str, settings: dict, fmt: str, sizes: dict, metr
 
 
 def _evaluate(version_dir: Path, card: dict, loaded, data_dir=None) -> dict:
-    """The source's evaluation (task, dataset, test split) on `loaded`."""
+    """The source's evaluation (task, dataset, the task's evaluation split) on `loaded`."""
     from pipelines import tasks
 
     task = tasks.get(card["task"])
-    ds = task.load_evaluation(card["dataset"], "test", batch_size=256, data_dir=data_dir)
+    ds = task.load_evaluation(card["dataset"], task.evaluation_split, batch_size=256, data_dir=data_dir)
     del version_dir
     return task.evaluate_export(loaded, ds, card)
 

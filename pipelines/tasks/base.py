@@ -84,6 +84,9 @@ class Task:
     unused_trainer_keys: ClassVar[frozenset[str]] = frozenset()
     # How a TFDS example (its feature dict) becomes (x, y); None: the dataset's supervised keys.
     example_fn: ClassVar[Callable | None] = None
+    # The split an exported version's quality is measured on (`load_evaluation`): the test split, where the
+    # dataset has one.
+    evaluation_split: ClassVar[str] = TEST_SPLIT
 
     def __init__(self, run: RunConfig):
         self.run = run

@@ -419,6 +419,8 @@ class LanguageModelling(Task):
                               "seed": np.array([0], np.int64)}),
                 ("score", {"text": np.array([text.encode("utf-8")], dtype=object)})]
 
+    evaluation_split = "validation"  # the character corpus has train and validation only (nanoGPT's split)
+
     @classmethod
     @override
     def load_evaluation(cls, dataset: str, split: str, *, batch_size: int, data_dir=None) -> tf.data.Dataset:

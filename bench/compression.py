@@ -1,0 +1,271 @@
+"""Compression: every method beside its float source, in one run, on real data.
+
+Trains the sources through the command line (`tfzoo train`: cnn with seeds 0-2, resnet, gpt), compresses them
+(`tfzoo compress`), and measures each version: file size, the quality its card recorded (the source's own
+evaluation code and split: Fashion-MNIST `test`, the character corpus' validation text for gpt), in-process
+latency at batch 1 and examples/s at batch 32 (SavedModel signature call, or LiteRT with one interpreter of as
+many threads as cores), and the served p50 at concurrency 1 over gRPC (tfzoo-model-server with
+--prefer_tflite_model). Distillation: the resnet teaches cnn students (seeds 0-2), beside the cnn trained alone
+with the same recipe and seeds.
+
+    .venv/bin/python bench/compression.py              # ~60 CPU minutes on 2 cores
+    .venv/bin/python bench/compression.py --resnet-epochs 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.append(str(BENCH))  # after the repository: bench/serving.py must not shadow the serving package
+from provenance import git_commit  # noqa: E402
+
+RESULTS = BENCH / "results" / "compression.md"
+RECORD = BENCH / "results" / "compression.json"
+SEEDS = (0, 1, 2)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tfzoo(*args: str, work: Path) -> float:
+    """Run a tfzoo command with the bench's models and runs dirs; its CPU minutes."""
+    before = children_cpu()
+    subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--models-dir", str(work / "models"),
+                    "--runs-dir", str(work / "runs")], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    return round((children_cpu() - before) / 60, 2)
+
+
+def newest(work: Path, model: str) -> Path:
+    root = work / "models" / model
+    return root / str(max(int(p.name) for p in root.iterdir() if p.name.isdigit()))
+
+
+def runner(version: Path, batch: int):
+    """(call(inputs), inputs) of a version's serving_default (gpt: `score`, one forward pass) at `batch`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines import export
+
+    card = export.read_model_card(version)
+    if card.get("compression", {}).get("format") == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(version / "model.tflite"), num_threads=os.cpu_count())
+        run = interpreter.get_signature_runner("serving_default")
+        name = next(iter(run.get_input_details()))
+        return (lambda x: run(**{name: x})), np.random.default_rng(0).random((batch, 28, 28, 1), np.float32)
+    loaded = tf.saved_model.load(str(version))
+    signature = loaded.signatures["score" if "score" in loaded.signatures else "serving_default"]  # gpt: a forward
+    name, spec = next(iter(signature.structured_input_signature[1].items()))
+    if spec.dtype == tf.string:
+        inputs = tf.constant([b"ROMEO:\nWhat light"] * batch)
+    else:
+        inputs = tf.constant(np.random.default_rng(0).random((batch, *spec.shape[1:]), np.float32))
+    call = (lambda x, s=signature: s(**{name: x}))
+    call.keep = loaded
+    return call, inputs
+
+
+def latency(version: Path, rounds: int = 3) -> dict:
+    """Median batch-1 latency (ms) and batch-32 examples/s, each the median of `rounds` rounds."""
+    one, x1 = runner(version, 1)
+    many, x32 = runner(version, 32)
+    for _ in range(20):
+        one(x1), many(x32)
+    ms, throughput = [], []
+    for _ in range(rounds):
+        times = []
+        for _ in range(200):
+            started = time.perf_counter()
+            one(x1)
+            times.append(time.perf_counter() - started)
+        ms.append(1000 * statistics.median(times))
+        started = time.perf_counter()
+        for _ in range(30):
+            many(x32)
+        throughput.append(30 * 32 / (time.perf_counter() - started))
+    return {"batch1_ms": round(statistics.median(ms), 3), "batch1_ms_range": [round(min(ms), 3), round(max(ms), 3)],
+            "batch32_per_s": round(statistics.median(throughput)),
+            "batch32_range": [round(min(throughput)), round(max(throughput))]}
+
+
+def served_p50(work: Path, names: list[str], requests: int = 300) -> dict:
+    """gRPC p50 (ms) at concurrency 1 for one batch-1 request of each model's serving_default."""
+    import numpy as np
+
+    from serving import config
+    from serving.client import GrpcClient
+    from serving.launch import ModelServerProcess
+
+    result = {}
+    with ModelServerProcess(embedded=True, extra_args=[
+            f"--model_config_file={config.write_models_config(work / 'models')}", "--prefer_tflite_model"]) as server:
+        client = GrpcClient("127.0.0.1", server.grpc_port)
+        for name in names:
+            inputs = ({"text": np.array([b"ROMEO:\nWhat light"], dtype=object)} if name.startswith("gpt")
+                      else {"image": np.random.default_rng(0).random((1, 28, 28, 1), np.float32)})
+            signature = "score" if name.startswith("gpt") else None
+            for _ in range(20):
+                client.predict(name, inputs, signature_name=signature)
+            times = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                client.predict(name, inputs, signature_name=signature)
+                times.append(time.perf_counter() - started)
+            result[name] = round(1000 * statistics.median(times), 3)
+        client.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resnet-epochs", type=int, default=10, help="the teacher's and resnet source's epochs")
+    parser.add_argument("--work", type=Path, help="work dir (default: a new temporary one; reuse to resume)")
+    args = parser.parse_args(argv)
+    from pipelines import export
+
+    started = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="tfzoo-compression-bench-"))
+    commands, cpu = [], {}
+
+    def step(key: str, *command: str) -> None:
+        commands.append("tfzoo " + " ".join(command))
+        cpu[key] = tfzoo(*command, work=work)
+        print(key, cpu[key], "CPU min", flush=True)
+
+    for seed in SEEDS:  # the students alone; seed 0 is also the float cnn every method compresses
+        step(f"cnn seed {seed}", "train", "cnn", "--seed", str(seed))
+    step("resnet", "train", "resnet", "--epochs", str(args.resnet_epochs))
+    step("gpt", "train", "gpt")
+    # Compress the float sources: cnn seed 0 (version 1), resnet, gpt.
+    for method in ("tflite_dynamic", "tflite_float16", "tflite_int8", "keras_int8", "prune"):
+        step(f"cnn {method}", "compress", "cnn", "--method", method, "--version", "1",
+             *(["--set", "prune_epochs=2"] if method == "prune" else []))
+    for method in ("tflite_dynamic", "tflite_int8"):
+        step(f"resnet {method}", "compress", "resnet", "--method", method)
+    step("gpt keras_int8", "compress", "gpt", "--method", "keras_int8")
+    for seed in SEEDS:
+        step(f"distill seed {seed}", "compress", "resnet", "--method", "distill", "--seed", str(seed))
+
+    rows = []
+    for model in ("cnn", "resnet", "gpt"):
+        source = work / "models" / model / "1"
+        versions = [("float", source)] + [(d.name.removeprefix(f"{model}_"), newest(work, d.name))
+                                          for d in sorted((work / "models").iterdir())
+                                          if d.name.startswith(f"{model}_") and d.name != "resnet_distill"]
+        for method, version in versions:
+            card = export.read_model_card(version)
+            compression = card.get("compression", {})
+            size = (compression.get("bytes", {}).get("tflite") or compression.get("bytes", {}).get("variables")
+                    or sum(f.stat().st_size for f in (version / "variables").glob("*") if f.is_file()))
+            metrics = card["metrics"] if compression else _source_metrics(version, card)
+            rows.append({"model": model, "method": method, "version": str(version.relative_to(work)),
+                         "bytes": size, "metrics": metrics, "sparsity": compression.get("sparsity_reached"),
+                         **latency(version)})
+            print(json.dumps(rows[-1]), flush=True)
+    served = served_p50(work, [f"{r['model']}" if r["method"] == "float" else f"{r['model']}_{r['method']}"
+                               for r in rows])
+    for r in rows:
+        r["served_p50_ms"] = served[r["model"] if r["method"] == "float" else f"{r['model']}_{r['method']}"]
+    distilled = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"]["accuracy"]
+                 for v in sorted(int(p.name) for p in (work / "models" / "resnet_distill").iterdir()
+                                 if p.name.isdigit())]
+    alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1), None)["accuracy"] for seed in SEEDS]
+    meta = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "minutes": round((time.perf_counter() - started) / 60, 1), "cpu_minutes": cpu, "commands": commands,
+            "work": str(work), "resnet_epochs": args.resnet_epochs}
+    RECORD.write_text(json.dumps({"rows": rows, "distilled": distilled, "alone": alone, **meta}, indent=2))
+    RESULTS.write_text(report(rows, distilled, alone, meta))
+    print(RESULTS.read_text())
+    return 0
+
+
+def _source_metrics(version: Path, card: dict | None) -> dict:
+    """A float source's quality by the same evaluation and split as its compressions (`tfzoo evaluate`)."""
+    from pipelines import evaluate, tasks
+
+    del card
+    task_split = tasks.get(json.loads((version / "assets.extra" / "model_card.json").read_text())["task"])
+    result = evaluate.evaluate(version, split=task_split.evaluation_split)
+    return {k: v for k, v in result.items() if k not in ("version_dir", "split")}
+
+
+def quality(metrics: dict) -> tuple[str, float]:
+    return ("accuracy", metrics["accuracy"]) if "accuracy" in metrics else ("loss", metrics["loss"])
+
+
+def report(rows: list[dict], distilled: list[float], alone: list[float], meta: dict) -> str:
+    lines = ["# Compression: quantized, pruned and distilled zoo models beside their float sources", "",
+             f"Command: `.venv/bin/python bench/compression.py --resnet-epochs {meta['resnet_epochs']}` · commit "
+             f"{meta['commit']} · {meta['date']} · {os.cpu_count()} cores · took {meta['minutes']} min", "",
+             "Quality: the source's own evaluation (`tfzoo evaluate`): Fashion-MNIST `test` (10,000 images) for "
+             "cnn and resnet, accuracy; the character corpus' validation text for gpt, loss in nats per "
+             "character. Size: the TFLite file, or the SavedModel's variables/. Latency in-process: the "
+             "SavedModel's serving_default (TensorFlow), or LiteRT with one interpreter of 2 threads; median of "
+             "3 rounds (200 calls at batch 1, 30 at batch 32). Served: tfzoo-model-server with "
+             "--prefer_tflite_model, gRPC, one batch-1 request at a time, p50 of 300.", "",
+             "| model | method | size | x smaller | quality | vs float | sparsity | batch-1 ms (range) | batch-32 "
+             "examples/s (range) | served p50 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    floats = {r["model"]: r for r in rows if r["method"] == "float"}
+    for r in rows:
+        base = floats[r["model"]]
+        name, value = quality(r["metrics"])
+        delta = value - quality(base["metrics"])[1]
+        lines.append(f"| {r['model']} | {r['method']} | {r['bytes'] / 1e6:.3f} MB | {base['bytes'] / r['bytes']:.2f} | "
+                     f"{name} {value:.4f} | {delta:+.4f} | {r['sparsity'] or '-'} | {r['batch1_ms']} "
+                     f"({r['batch1_ms_range'][0]}-{r['batch1_ms_range'][1]}) | {r['batch32_per_s']:,} "
+                     f"({r['batch32_range'][0]:,}-{r['batch32_range'][1]:,}) | {r['served_p50_ms']} |")
+    lines += ["", "## Targets (issue 17)", ""]
+
+    def row(model, method):
+        return next((r for r in rows if r["model"] == model and r["method"] == method), None)
+
+    for model in ("cnn", "resnet"):
+        r, base = row(model, "tflite_int8"), floats[model]
+        if r:
+            ratio = base["bytes"] / r["bytes"]
+            delta = 100 * (r["metrics"]["accuracy"] - base["metrics"]["accuracy"])
+            lines += [f"- {model} tflite_int8: {ratio:.2f}x smaller than the float variables (target >= 3.5x): "
+                      f"{'MET' if ratio >= 3.5 else 'NOT MET'}; accuracy {delta:+.2f} points (target within 0.5): "
+                      f"{'MET' if abs(delta) <= 0.5 or delta > 0 else 'NOT MET'}; batch-1 latency "
+                      f"{r['batch1_ms']} ms vs float {base['batch1_ms']} ms (target no slower): "
+                      f"{'MET' if r['batch1_ms'] <= base['batch1_ms'] else 'NOT MET'}"]
+    r = row("gpt", "keras_int8")
+    if r:
+        ratio, delta = floats["gpt"]["bytes"] / r["bytes"], r["metrics"]["loss"] - floats["gpt"]["metrics"]["loss"]
+        lines.append(f"- gpt keras_int8: weights {ratio:.2f}x smaller (target >= 3x): "
+                     f"{'MET' if ratio >= 3 else 'NOT MET'}; validation loss {delta:+.4f} (target within 0.03): {'MET' if delta <= 0.03 else 'NOT MET'}")
+    r = row("cnn", "prune")
+    if r:
+        delta = 100 * (r["metrics"]["accuracy"] - floats["cnn"]["metrics"]["accuracy"])
+        lines.append(f"- cnn prune: sparsity {r['sparsity']} (target >= 0.8): "
+                     f"{'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target within 1): {'MET' if delta >= -1 else 'NOT MET'}")
+    if distilled and alone:
+        gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
+        lines.append(f"- distill (resnet teaches cnn): distilled {', '.join(f'{a:.4f}' for a in distilled)} (mean "
+                     f"{statistics.fmean(distilled):.4f}) vs cnn alone {', '.join(f'{a:.4f}' for a in alone)} (mean "
+                     f"{statistics.fmean(alone):.4f}), seeds 0-2: {gain:+.2f} points (target >= +0.5): "
+                     f"{'MET' if gain >= 0.5 else 'NOT MET'}")
+    lines += ["", "## Commands and CPU minutes", ""]
+    for command, (key, minutes) in zip(meta["commands"], meta["cpu_minutes"].items(), strict=True):
+        lines.append(f"- `{command}`: {minutes} CPU min ({key})")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
