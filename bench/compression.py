@@ -249,12 +249,14 @@ def report(rows: list[dict], distilled: list[float], alone: list[float], meta: d
     if r:
         ratio, delta = floats["gpt"]["bytes"] / r["bytes"], r["metrics"]["loss"] - floats["gpt"]["metrics"]["loss"]
         lines.append(f"- gpt keras_int8: weights {ratio:.2f}x smaller (target >= 3x): "
-                     f"{'MET' if ratio >= 3 else 'NOT MET'}; validation loss {delta:+.4f} (target within 0.03): {'MET' if delta <= 0.03 else 'NOT MET'}")
+                     f"{'MET' if ratio >= 3 else 'NOT MET'}; validation loss {delta:+.4f} (target within 0.03): "
+                     f"{'MET' if delta <= 0.03 else 'NOT MET'}")
     r = row("cnn", "prune")
     if r:
         delta = 100 * (r["metrics"]["accuracy"] - floats["cnn"]["metrics"]["accuracy"])
         lines.append(f"- cnn prune: sparsity {r['sparsity']} (target >= 0.8): "
-                     f"{'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target within 1): {'MET' if delta >= -1 else 'NOT MET'}")
+                     f"{'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target within "
+                     f"1): {'MET' if delta >= -1 else 'NOT MET'}")
     if distilled and alone:
         gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
         lines.append(f"- distill (resnet teaches cnn): distilled {', '.join(f'{a:.4f}' for a in distilled)} (mean "
