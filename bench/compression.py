@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pipelines import export
 
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code the figures come from: the start's
     work = args.work or Path(tempfile.mkdtemp(prefix="tfzoo-compression-bench-"))
     commands, cpu = [], {}
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                  for v in sorted(int(p.name) for p in (work / "models" / "resnet_distill").iterdir()
                                  if p.name.isdigit())]
     alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1), None)["accuracy"] for seed in SEEDS]
-    meta = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "cpu_minutes": cpu, "commands": commands,
             "work": str(work), "resnet_epochs": args.resnet_epochs}
     RECORD.write_text(json.dumps({"rows": rows, "distilled": distilled, "alone": alone, **meta}, indent=2))
