@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language bench-rl bench-training soak clean
+.PHONY: install demo test test-fast lint bench-serving bench-generative bench-text bench-vision bench-language bench-rl bench-compression bench-training soak clean
 
 install: $(VENV)/.installed $(FASHION_MNIST)
 
@@ -60,6 +60,9 @@ bench-vision: install
 
 # gpt at nanoGPT's CPU configuration, step-time variants, char_rnn at the same CPU budget, served generation with
 # and without the KV cache (about 25 CPU minutes; writes bench/results/language.md; --only SECTION re-measures one)
+bench-compression: install
+	$(PY) bench/compression.py
+
 bench-rl: install
 	$(PY) bench/rl.py
 

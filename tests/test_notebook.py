@@ -35,3 +35,14 @@ def test_reinforcement_learning_notebook_trains_serves_and_plays_cartpole(tmp_pa
     assert "served episodes equal the in-process ones" in execute("reinforcement_learning.ipynb", tmp_path)
     assert (tmp_path / "cartpole.gif").read_bytes()[:6] == b"GIF89a"
     assert (tmp_path / "models" / "dqn" / "1" / "saved_model.pb").is_file()
+
+
+def test_compression_notebook_compresses_compares_and_serves(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("TFZOO_COMPRESSION_DATASET", "synthetic_fashion_mnist")
+    monkeypatch.setenv("TFZOO_COMPRESSION_EPOCHS", "2")
+    monkeypatch.setenv("TFZOO_COMPRESSION_DIR", str(tmp_path))
+    monkeypatch.setenv("TFZOO_DATA_DIR", str(data_dir))
+    outputs = execute("compression.ipynb", tmp_path)
+    assert "served int8 answers equal LiteRT's in-process ones" in outputs
+    for method in ("tflite_dynamic", "tflite_int8", "keras_int8", "prune"):
+        assert f"\n{method} " in outputs and (tmp_path / "models" / f"cnn_{method}" / "1").is_dir()
