@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,16 +27,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.append(str(BENCH))  # after the repository: bench/serving.py must not shadow the serving package
-from provenance import git_commit  # noqa: E402
+from provenance import children_cpu, git_commit  # noqa: E402
 
 RESULTS = BENCH / "results" / "compression.md"
 RECORD = BENCH / "results" / "compression.json"
 SEEDS = (0, 1, 2)
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def tfzoo(*args: str, work: Path) -> float:

@@ -1,6 +1,7 @@
 """Where a benchmark's figures come from: the checkout's commit."""
 from __future__ import annotations
 
+import resource
 import subprocess
 from pathlib import Path
 
@@ -14,3 +15,9 @@ def git_commit() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
     return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: what the commands a bench ran used."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

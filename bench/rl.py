@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.append(str(BENCH))  # after the repository: bench/serving.py must not shadow the serving package
-from provenance import git_commit  # noqa: E402
+from provenance import children_cpu, git_commit  # noqa: E402
 
 RESULTS = BENCH / "results" / "rl.md"
 RECORD = BENCH / "results" / "rl.json"
@@ -48,11 +47,6 @@ CELLS = {
 }
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def train_cell(name: str, seed: int, work: Path) -> dict:
     """Train one cell's agent with one seed through `tfzoo train`; what its run recorded."""
     model, env, sets, target, _ = CELLS[name]
@@ -66,6 +60,7 @@ def train_cell(name: str, seed: int, work: Path) -> dict:
     run_dir = work / "runs" / model / run_id
     evaluations = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    recorded = json.loads((run_dir / "config.json").read_text())
     reached = next((e for e in evaluations if e["return_mean"] >= target), None)
     return {"cell": name, "seed": seed, "command": " ".join(command), "env": env, "model": model,
             "test_return_mean": metrics["test_return_mean"], "test_return_std": metrics["test_return_std"],
@@ -73,7 +68,8 @@ def train_cell(name: str, seed: int, work: Path) -> dict:
             "steps": evaluations[-1]["step"], "steps_to_threshold": reached and reached["step"],
             "loop_cpu_minutes_to_threshold": reached and round(reached["cpu_seconds_this_session"] / 60, 2),
             "command_cpu_minutes": round(cpu / 60, 2), "wall_minutes": round(wall / 60, 2),
-            "target": target, "export": str(work / "models" / model)}
+            "target": target, "export": str(work / "models" / model), "commit": git_commit(),
+            "hparams": recorded["hparams"], "recipe": recorded["recipe"]}
 
 
 def served_speed(export_root: Path, repeats: int = 3, actions: int = 1_000) -> dict:
@@ -138,9 +134,10 @@ def report(records: list[dict], speed: dict | None, meta: dict) -> str:
                      f"{r['steps_to_threshold'] or 'not reached'} | {r['steps']} | "
                      f"{r['loop_cpu_minutes_to_threshold'] or '-'} | {r['command_cpu_minutes']} | "
                      f"{r['wall_minutes']} |")
-    lines += ["", "Commands:", ""]
-    for command in dict.fromkeys(r["command"] for r in records):
-        lines.append(f"- `{command}`")
+    lines += ["", "Commands, with the hyperparameters and recipe each run recorded (config.json):", ""]
+    for r in {r["command"]: r for r in records}.values():
+        lines += [f"- `{r['command']}` (commit {r.get('commit', '?')})",
+                  f"- hyperparameters: `{json.dumps(r['hparams'])}`", f"- recipe: `{json.dumps(r['recipe'])}`"]
     cartpole = [r for r in records if r["cell"] == "cartpole"]
     if cartpole:
         steps = [r["steps_to_threshold"] for r in cartpole if r["steps_to_threshold"]]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import paths
-from pipelines.errors import UserError, user_errors
+from pipelines.errors import UserError, module_main
 
 TFLITE_FILE = "model.tflite"
 TFLITE_TASKS = ("image_classification", "segmentation")
@@ -62,12 +62,12 @@ def _tflite(model: str, task: str) -> bool:
     return task in TFLITE_TASKS
 
 
+TFLITE_WHY = ("converts the image classifiers and unet (their float `serving_default`); the other signatures hold "
+              "ops TFLite has no builtin for (DecodeImage, string ops, the while loops of generation)")
 METHODS = {m.name: m for m in (
-    Method("tflite_dynamic", _tflite, "converts the image classifiers and unet (their float `serving_default`); "
-           "the other signatures hold ops TFLite has no builtin for (DecodeImage, string ops, while loops of "
-           "generation)"),
-    Method("tflite_float16", _tflite, "as tflite_dynamic"),
-    Method("tflite_int8", _tflite, "as tflite_dynamic", ("calibration_examples",)),
+    Method("tflite_dynamic", _tflite, TFLITE_WHY),
+    Method("tflite_float16", _tflite, TFLITE_WHY),
+    Method("tflite_int8", _tflite, TFLITE_WHY, ("calibration_examples",)),
     Method("keras_int8", lambda model, _task: model in ("cnn", "gpt", "char_rnn", "text_classifier"),
            "Keras quantizes Dense, EinsumDense and Embedding layers: cnn (its dense head), gpt, char_rnn and "
            "text_classifier have them where their weights are"),
@@ -397,10 +397,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.compress", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return user_errors(run, parser.parse_args(argv), parser.prog)
+    """`python -m pipelines.compress`."""
+    return module_main("python -m pipelines.compress", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

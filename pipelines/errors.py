@@ -5,6 +5,7 @@ traceback.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -23,3 +24,11 @@ def user_errors(command: Callable[..., int], args, prog: str) -> int:
     except (UserError, zoo.ZooError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def module_main(prog: str, doc: str | None, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None = None) -> int:
+    """A `python -m pipelines.<verb>` entry point: the verb's arguments, `run` with user errors as one line."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return user_errors(run, parser.parse_args(argv), prog)

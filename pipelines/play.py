@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import envs, paths
-from pipelines.errors import UserError, user_errors
+from pipelines.errors import UserError, module_main
 
 
 def served_policy(model: str, server: str, protocol: str, version: int | None = None) -> envs.Policy:
@@ -100,10 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.play`."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.play", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return user_errors(run, parser.parse_args(argv), parser.prog)
+    return module_main("python -m pipelines.play", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pipelines import config as run_config
 from pipelines import export as exporter
 from pipelines import fitting, paths, tasks
 from pipelines.config import RunConfig
-from pipelines.errors import UserError, user_errors
+from pipelines.errors import UserError, module_main
 
 
 @dataclasses.dataclass
@@ -198,11 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.train`."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return user_errors(run, args, parser.prog)
+    return module_main("python -m pipelines.train", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
