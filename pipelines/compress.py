@@ -62,8 +62,9 @@ def _tflite(model: str, task: str) -> bool:
     return task in TFLITE_TASKS
 
 
-TFLITE_WHY = ("converts the image classifiers and unet (their float `serving_default`); the other signatures hold "
-              "ops TFLite has no builtin for (DecodeImage, string ops, the while loops of generation)")
+TFLITE_WHY = ("converts the image classifiers and unet (their float `serving_default`); the other models' "
+              "signatures hold what TFLite's builtins lack: string ops (text models, `encoded_image`), the while loops "
+              "of generation, and the autoencoder's `reconstruct` a TensorList map the converter rejects")
 METHODS = {m.name: m for m in (
     Method("tflite_dynamic", _tflite, TFLITE_WHY),
     Method("tflite_float16", _tflite, TFLITE_WHY),
@@ -223,7 +224,12 @@ def _tflite_method(source: Path, target: Path, method: str, settings: dict, *, d
     from pipelines import export, tasks
 
     card = export.read_model_card(source)
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
+    # The signatures of numbers in: `encoded_image` (DecodeImage) and the like have no TFLite builtin.
+    loaded = tf.saved_model.load(str(source))
+    keys = sorted(name for name, fn in loaded.signatures.items()
+                  if all(spec.dtype != tf.string for spec in fn.structured_input_signature[1].values()))
+    del loaded
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=keys)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if method == "tflite_float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -241,8 +247,8 @@ def _tflite_method(source: Path, target: Path, method: str, settings: dict, *, d
         shutil.copytree(source, staging, dirs_exist_ok=True)
         (staging / TFLITE_FILE).write_bytes(flatbuffer)
         warmup = staging / "assets.extra" / export.WARMUP_FILE
-        if warmup.is_file():  # the TFLite model has serving_default only: keep the records it can replay
-            _keep_warmup(warmup, {"serving_default", ""})
+        if warmup.is_file():  # keep the records of the signatures the TFLite model has
+            _keep_warmup(warmup, {*keys, *([""] if "serving_default" in keys else [])})
         loaded = LiteRTModule(staging / TFLITE_FILE)
         sizes = {"tflite": len(flatbuffer), "source_variables": directory_bytes(source / "variables"),
                  "source_saved_model": directory_bytes(source)}

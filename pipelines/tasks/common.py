@@ -27,6 +27,15 @@ def to_pixels(images) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
 
 
+def image_calibration(task, dataset: str, count: int, data_dir=None) -> list[dict[str, np.ndarray]]:
+    """The first `count` images of `task`'s train split, one {"image": [1, H, W, C] in [0, 1]} each: the
+    calibration inputs of an image model (`Task.calibration_inputs`)."""
+    from pipelines.tasks.base import TRAIN_SPLIT
+
+    batches = task.load_evaluation(dataset, TRAIN_SPLIT, batch_size=1, data_dir=data_dir).take(count)
+    return [{"image": np.asarray(to_unit_range(images))} for images, _ in batches]
+
+
 def label_distribution(dataset: str, split: str, names: list[str], data_dir=None) -> dict:
     """The share of each class among the supervised labels of `split`: recorded in a classifier's model card, so
     that a server can compare what it predicts with what the model was trained on (--tensorboard_logdir)."""

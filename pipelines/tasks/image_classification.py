@@ -21,13 +21,14 @@ from typing_extensions import override
 
 from pipelines.errors import UserError
 from pipelines.metrics import ClassifierCurves
-from pipelines.tasks.base import TRAIN_SPLIT, Splits, Task, WarmupRequests
+from pipelines.tasks.base import Splits, Task, WarmupRequests
 from pipelines.tasks.common import (
     ClassifierSummaries,
     Embedding,
     EpochSummaries,
     Projector,
     grid,
+    image_calibration,
     label_distribution,
     to_pixels,
     to_unit_range,
@@ -183,9 +184,7 @@ class ImageTask(Task):
     @classmethod
     @override
     def calibration_inputs(cls, dataset: str, *, count: int, data_dir=None) -> list[dict[str, np.ndarray]]:
-        """The first `count` images of the train split (`TRAIN_SPLIT`), scaled as serving_default takes them."""
-        batches = cls.load_evaluation(dataset, TRAIN_SPLIT, batch_size=1, data_dir=data_dir).take(count)
-        return [{"image": np.asarray(to_unit_range(images))} for images, _ in batches]
+        return image_calibration(cls, dataset, count, data_dir)
 
     @override
     def warmup_requests(self, sample_batch) -> WarmupRequests:
