@@ -29,7 +29,7 @@ from typing_extensions import override
 
 from pipelines import data, fid
 from pipelines.tasks.base import VALIDATION_SPLIT, Splits, Task, WarmupRequests
-from pipelines.tasks.common import EpochSummaries, grid, image_calibration, to_pixels, to_unit_range
+from pipelines.tasks.common import EpochSummaries, grid, to_pixels, to_unit_range
 
 MAX_COUNT = 256  # images per request: bounds a request's memory
 SUMMARY_IMAGES = 2000  # validation images behind the per-epoch FD-cnn (and its generated counterpart)
@@ -308,11 +308,6 @@ class ImageGeneration(Task):
     def model_card(self, model: keras.Model) -> dict:
         """The FD-cnn classifier the run was measured with (checkpoint path and SHA-256), if any."""
         return {"fd_classifier": self.classifier.describe()} if self.classifier is not None else {}
-
-    @classmethod
-    @override
-    def calibration_inputs(cls, dataset: str, *, count: int, data_dir=None) -> list[dict[str, np.ndarray]]:
-        return image_calibration(cls, dataset, count, data_dir)
 
     @classmethod
     @override
