@@ -145,6 +145,9 @@ class Agent(Task):
     def fit(self, model: keras.Model, splits: Splits, options: FitOptions) -> Fitted:
         """Act, learn, evaluate after every epoch, save; resume from backup/ if a previous session saved."""
         r, run_dir = self.recipe, options.run_dir
+        if options.profile_batches or options.extra_callbacks:
+            raise UserError("--profile-batches and Keras callbacks act on Keras fit's steps; an agent trains in "
+                            "its own loop of environment steps")
         total = r["epochs"] * r["steps_per_epoch"]
         self.rng = np.random.default_rng(self.run.seed)
         self.start(model)
