@@ -12,8 +12,9 @@ def git_commit() -> str:
     """The checkout's short commit, marked when tracked files have uncommitted changes."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
+    # Changes to bench/results (the figures being written) are not changes to the code they measure.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           cwd=REPO, capture_output=True, text=True).stdout.strip()
     return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
 
 

@@ -114,9 +114,10 @@ def served_speed(export_root: Path, repeats: int = 3, actions: int = 1_000) -> d
 
 def report(records: list[dict], speed: dict | None, meta: dict) -> str:
     lines = ["# Reinforcement learning: agents against gymnasium's thresholds, and the served policy", "",
-             f"Command: `.venv/bin/python bench/rl.py` · commit {meta['commit']} · {meta['date']} · "
-             f"{os.cpu_count()} cores (a resnet training ran beside it at nice 19) · took "
-             f"{meta['minutes']:.1f} min", "",
+             f"Command: `.venv/bin/python bench/rl.py` (cells may be re-run alone with `--only`: each row's commit "
+             f"is listed under Commands) · report written at commit {meta['commit']} · {meta['date']} · "
+             f"{os.cpu_count()} cores, shared with another bench: CPU minutes are each command's own, wall minutes "
+             "are not speed figures", "",
              "Each row trains through the command shown (plus `--run-id`, `--runs-dir`, `--models-dir`). After each "
              "epoch (5,000 steps for dqn, 25,000 for q_learning) the greedy policy plays 100 validation episodes "
              "(seeds 10,000-10,099); the run keeps the weights of its best validation epoch and, with "
@@ -163,9 +164,10 @@ def report(records: list[dict], speed: dict | None, meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=[*CELLS, "serving"], help="cells to run (default: all)")
+    parser.add_argument("--only", nargs="*", choices=[*CELLS, "serving"],
+                        help="cells to run (default: all; none: rewrite the report from the record)")
     args = parser.parse_args(argv)
-    cells = args.only or [*CELLS, "serving"]
+    cells = [*CELLS, "serving"] if args.only is None else args.only
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tfzoo-rl-bench-"))
     records = json.loads(RECORD.read_text())["records"] if RECORD.is_file() else []
