@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             compression = card.get("compression", {})
             size = (compression.get("bytes", {}).get("tflite") or compression.get("bytes", {}).get("variables")
                     or sum(f.stat().st_size for f in (version / "variables").glob("*") if f.is_file()))
-            metrics = card["metrics"] if compression else _source_metrics(version, card)
+            metrics = card["metrics"] if compression else _source_metrics(version)
             rows.append({"model": model, "method": method, "version": str(version.relative_to(work)),
                          "bytes": size, "metrics": metrics, "sparsity": compression.get("sparsity_reached"),
                          **latency(version)})
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     distilled = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"]["accuracy"]
                  for v in sorted(int(p.name) for p in (work / "models" / "resnet_distill").iterdir()
                                  if p.name.isdigit())]
-    alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1), None)["accuracy"] for seed in SEEDS]
+    alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "cpu_minutes": cpu, "commands": commands,
             "work": str(work), "resnet_epochs": args.resnet_epochs}
@@ -189,11 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _source_metrics(version: Path, card: dict | None) -> dict:
+def _source_metrics(version: Path) -> dict:
     """A float source's quality by the same evaluation and split as its compressions (`tfzoo evaluate`)."""
     from pipelines import evaluate, tasks
 
-    del card
     task_split = tasks.get(json.loads((version / "assets.extra" / "model_card.json").read_text())["task"])
     result = evaluate.evaluate(version, split=task_split.evaluation_split)
     return {k: v for k, v in result.items() if k not in ("version_dir", "split")}

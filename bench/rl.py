@@ -91,12 +91,11 @@ def served_speed(export_root: Path, repeats: int = 3, actions: int = 1_000) -> d
     served = Path(tempfile.mkdtemp(prefix="tfzoo-rl-served-"))
     shutil.copytree(source, served / "dqn" / "1")
     version = served / "dqn" / "1"
-    export_root = served
     observations = np.random.default_rng(0).normal(size=(actions, 1, 4)).astype(np.float32)
     act = tf.saved_model.load(str(version)).signatures["serving_default"]
     results: dict[str, list[float]] = {"in-process signature call": [], "gRPC": [], "REST": []}
     with ModelServerProcess(embedded=True, extra_args=[
-            f"--model_config_file={config.write_models_config(export_root)}"]) as server:
+            f"--model_config_file={config.write_models_config(served)}"]) as server:
         clients = {"gRPC": GrpcClient("127.0.0.1", server.grpc_port), "REST": RestClient("127.0.0.1", server.rest_port)}
         for _ in range(repeats):  # interleaved rounds
             for name in results:

@@ -208,13 +208,12 @@ def _card(source: Path, method: str, settings: dict, fmt: str, sizes: dict, metr
                             **(extra or {})}}
 
 
-def _evaluate(version_dir: Path, card: dict, loaded, data_dir=None) -> dict:
+def _evaluate(card: dict, loaded, data_dir=None) -> dict:
     """The source's evaluation (task, dataset, the task's evaluation split) on `loaded`."""
     from pipelines import tasks
 
     task = tasks.get(card["task"])
     ds = task.load_evaluation(card["dataset"], task.evaluation_split, batch_size=256, data_dir=data_dir)
-    del version_dir
     return task.evaluate_export(loaded, ds, card)
 
 
@@ -252,7 +251,7 @@ def _tflite_method(source: Path, target: Path, method: str, settings: dict, *, d
         loaded = LiteRTModule(staging / TFLITE_FILE)
         sizes = {"tflite": len(flatbuffer), "source_variables": directory_bytes(source / "variables"),
                  "source_saved_model": directory_bytes(source)}
-        metrics = _evaluate(staging, card, loaded, data_dir)
+        metrics = _evaluate(card, loaded, data_dir)
         return _card(source, method, settings, "tflite", sizes, metrics,
                      {"ratio_to_source_variables": round(sizes["source_variables"] / len(flatbuffer), 2),
                       "signatures": list(loaded.signatures)})
@@ -292,7 +291,7 @@ def _keras_export(model, task, splits, source: Path, target: Path, method: str, 
                  "source_variables": directory_bytes(source / "variables"),
                  "variables_zipped": zipped_bytes(staging / "variables"),
                  "source_variables_zipped": zipped_bytes(source / "variables")}
-        metrics = _evaluate(staging, card, tf.saved_model.load(str(staging)), data_dir)
+        metrics = _evaluate(card, tf.saved_model.load(str(staging)), data_dir)
         return _card(source, method, settings, "saved_model", sizes, metrics, extra(staging), base)
 
     return export.write_version(target, fill)
