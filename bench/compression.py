@@ -8,8 +8,15 @@ many threads as cores), and the served p50 at concurrency 1 over gRPC (tfzoo-mod
 --prefer_tflite_model). Distillation: the resnet teaches cnn students (seeds 0-2), beside the cnn trained alone
 with the same recipe and seeds.
 
-    .venv/bin/python bench/compression.py              # ~60 CPU minutes on 2 cores
-    .venv/bin/python bench/compression.py --resnet-epochs 10
+Settings are chosen on validation (train[90%:]), the test split read only by the chosen ones: pruning's
+epochs and learning rate, and distillation's temperature and alpha (seed 0), each from a small grid run with
+`tfzoo compress --no-test` into work/choice/; the chosen setting is then run (3 seeds for distillation) and
+tested.
+
+Each step records the commit it ran at in work/steps.json; rerun with the same --work to resume (finished steps
+are kept, the measurements are repeated).
+
+    .venv/bin/python bench/compression.py --resnet-epochs 10      # ~170 CPU minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -34,13 +41,63 @@ RECORD = BENCH / "results" / "compression.json"
 SEEDS = (0, 1, 2)
 
 
+PRUNE_GRID = [{"prune_epochs": e, "prune_learning_rate": lr} for e in (4, 10) for lr in (2e-4, 1e-3)]
+# keras-io's setting (T=10, alpha=0.1), Hinton et al.'s lower temperatures, and an even mix with the labels.
+DISTILL_GRID = [{"temperature": t, "alpha": a} for t, a in ((10.0, 0.1), (4.0, 0.1), (4.0, 0.5), (2.0, 0.5))]
+
+
 def tfzoo(*args: str, work: Path) -> float:
-    """Run a tfzoo command with the bench's models and runs dirs; its CPU minutes."""
+    """Run a tfzoo command with `work`'s models and runs dirs; its CPU minutes."""
     before = children_cpu()
     subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--models-dir", str(work / "models"),
                     "--runs-dir", str(work / "runs")], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     return round((children_cpu() - before) / 60, 2)
+
+
+class Steps:
+    """The bench's tfzoo commands, each run once per work dir: work/steps.json records its command, CPU minutes
+    and the commit it ran at (a resumed bench keeps the finished ones)."""
+
+    def __init__(self, work: Path):
+        self.work, self.path = work, work / "steps.json"
+        self.done = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def __call__(self, key: str, *command: str, work: Path | None = None) -> None:
+        if key in self.done:
+            return
+        minutes = tfzoo(*command, work=work or self.work)
+        self.done[key] = {"command": "tfzoo " + " ".join(command), "cpu_minutes": minutes, "commit": git_commit()}
+        self.path.write_text(json.dumps(self.done, indent=2))
+        print(key, minutes, "CPU min", flush=True)
+
+
+def settings_args(settings: dict) -> list[str]:
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def choose(steps: Steps, name: str, grid: list[dict], command: list[str]) -> tuple[dict, list[dict]]:
+    """Run `command` (a `tfzoo compress ... --no-test`) with each setting of `grid` into work/choice/ (sources
+    linked from work/models); the setting of the highest validation accuracy, and every setting's."""
+    from pipelines import export
+
+    choice = steps.work / "choice"
+    (choice / "models").mkdir(parents=True, exist_ok=True)
+    model = command[1]
+    if not (choice / "models" / model).exists():
+        (choice / "models" / model).symlink_to(steps.work / "models" / model)
+    tried = []
+    for settings in grid:
+        key = f"{name} choice {json.dumps(settings, sort_keys=True)}"
+        steps(key, *command, "--no-test", *settings_args(settings), work=choice)
+        out = choice / "models" / f"{model}_{command[3]}"
+        version = steps.done[key].setdefault("version", max(int(p.name) for p in out.iterdir() if p.name.isdigit()))
+        steps.path.write_text(json.dumps(steps.done, indent=2))
+        card = export.read_model_card(out / str(version))
+        assert not card["metrics"], "a choice run must not read the test split"
+        tried.append({**settings, "validation_accuracy": card["compression"]["validation_metrics"]["accuracy"]})
+    best = max(tried, key=lambda t: t["validation_accuracy"])
+    return {k: best[k] for k in grid[0]}, tried
 
 
 def newest(work: Path, model: str) -> Path:
@@ -131,30 +188,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resnet-epochs", type=int, default=10, help="the teacher's and resnet source's epochs")
     parser.add_argument("--work", type=Path, help="work dir (default: a new temporary one; reuse to resume)")
     args = parser.parse_args(argv)
-    from pipelines import export
+    from pipelines import compress, export
 
-    started, commit = time.perf_counter(), git_commit()  # the code the figures come from: the start's
+    started, commit = time.perf_counter(), git_commit()  # the measurements' code; each step records its own
     work = args.work or Path(tempfile.mkdtemp(prefix="tfzoo-compression-bench-"))
-    commands, cpu = [], {}
-
-    def step(key: str, *command: str) -> None:
-        commands.append("tfzoo " + " ".join(command))
-        cpu[key] = tfzoo(*command, work=work)
-        print(key, cpu[key], "CPU min", flush=True)
+    step = Steps(work)
 
     for seed in SEEDS:  # the students alone; seed 0 is also the float cnn every method compresses
         step(f"cnn seed {seed}", "train", "cnn", "--seed", str(seed))
     step("resnet", "train", "resnet", "--epochs", str(args.resnet_epochs))
     step("gpt", "train", "gpt")
     # Compress the float sources: cnn seed 0 (version 1), resnet, gpt.
-    for method in ("tflite_dynamic", "tflite_float16", "tflite_int8", "keras_int8", "prune"):
-        step(f"cnn {method}", "compress", "cnn", "--method", method, "--version", "1",
-             *(["--set", "prune_epochs=2"] if method == "prune" else []))
+    for method in ("tflite_dynamic", "tflite_float16", "tflite_int8", "keras_int8"):
+        step(f"cnn {method}", "compress", "cnn", "--method", method, "--version", "1")
     for method in ("tflite_dynamic", "tflite_int8"):
         step(f"resnet {method}", "compress", "resnet", "--method", method)
     step("gpt keras_int8", "compress", "gpt", "--method", "keras_int8")
+    prune, prune_tried = choose(step, "cnn prune", PRUNE_GRID,
+                                ["compress", "cnn", "--method", "prune", "--version", "1"])
+    step("cnn prune", "compress", "cnn", "--method", "prune", "--version", "1", *settings_args(prune))
+    distill, distill_tried = choose(step, "distill", DISTILL_GRID, ["compress", "resnet", "--method", "distill"])
     for seed in SEEDS:
-        step(f"distill seed {seed}", "compress", "resnet", "--method", "distill", "--seed", str(seed))
+        step(f"distill seed {seed}", "compress", "resnet", "--method", "distill", "--seed", str(seed),
+             *settings_args(distill))
 
     rows = []
     for model in ("cnn", "resnet", "gpt"):
@@ -168,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             size = (compression.get("bytes", {}).get("tflite") or compression.get("bytes", {}).get("variables")
                     or sum(f.stat().st_size for f in (version / "variables").glob("*") if f.is_file()))
             metrics = card["metrics"] if compression else _source_metrics(version)
+            stored = [version / "model.tflite"] if compression.get("format") == "tflite" else [version / "variables"]
             rows.append({"model": model, "method": method, "version": str(version.relative_to(work)),
-                         "bytes": size, "metrics": metrics, "sparsity": compression.get("sparsity_reached"),
-                         **latency(version)})
+                         "bytes": size, "zipped_bytes": sum(map(compress.zipped_bytes, stored)), "metrics": metrics,
+                         "sparsity": compression.get("sparsity_reached"), **latency(version)})
             print(json.dumps(rows[-1]), flush=True)
     served = served_p50(work, [f"{r['model']}" if r["method"] == "float" else f"{r['model']}_{r['method']}"
                                for r in rows])
@@ -181,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                                  if p.name.isdigit())]
     alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "minutes": round((time.perf_counter() - started) / 60, 1), "cpu_minutes": cpu, "commands": commands,
-            "work": str(work), "resnet_epochs": args.resnet_epochs}
+            "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),
+            "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried},
+            "distill": {"chosen": distill, "tried": distill_tried}}
     RECORD.write_text(json.dumps({"rows": rows, "distilled": distilled, "alone": alone, **meta}, indent=2))
     RESULTS.write_text(report(rows, distilled, alone, meta))
     print(RESULTS.read_text())
@@ -204,22 +262,26 @@ def quality(metrics: dict) -> tuple[str, float]:
 
 def report(rows: list[dict], distilled: list[float], alone: list[float], meta: dict) -> str:
     lines = ["# Compression: quantized, pruned and distilled zoo models beside their float sources", "",
-             f"Command: `.venv/bin/python bench/compression.py --resnet-epochs {meta['resnet_epochs']}` · commit "
-             f"{meta['commit']} · {meta['date']} · {os.cpu_count()} cores · took {meta['minutes']} min", "",
+             f"Command: `.venv/bin/python bench/compression.py --resnet-epochs {meta['resnet_epochs']}` · "
+             f"measured at commit {meta['commit']} (each step's commit below) · {meta['date']} · "
+             f"{os.cpu_count()} cores · took {meta['minutes']} min", "",
              "Quality: the source's own evaluation (`tfzoo evaluate`): Fashion-MNIST `test` (10,000 images) for "
              "cnn and resnet, accuracy; the character corpus' validation text for gpt, loss in nats per "
              "character. Size: the TFLite file, or the SavedModel's variables/. Latency in-process: the "
              "SavedModel's serving_default (TensorFlow), or LiteRT with one interpreter of 2 threads; median of "
              "3 rounds (200 calls at batch 1, 30 at batch 32). Served: tfzoo-model-server with "
              "--prefer_tflite_model, gRPC, one batch-1 request at a time, p50 of 300.", "",
-             "| model | method | size | x smaller | quality | vs float | sparsity | batch-1 ms (range) | batch-32 "
-             "examples/s (range) | served p50 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Zipped: the same file(s) deflated, where pruning's zeros show.", "",
+             "| model | method | size | x smaller | zipped | x smaller zipped | quality | vs float | sparsity | "
+             "batch-1 ms (range) | batch-32 examples/s (range) | served p50 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     floats = {r["model"]: r for r in rows if r["method"] == "float"}
     for r in rows:
         base = floats[r["model"]]
         name, value = quality(r["metrics"])
         delta = value - quality(base["metrics"])[1]
         lines.append(f"| {r['model']} | {r['method']} | {r['bytes'] / 1e6:.3f} MB | {base['bytes'] / r['bytes']:.2f} | "
+                     f"{r['zipped_bytes'] / 1e6:.3f} MB | {base['zipped_bytes'] / r['zipped_bytes']:.2f} | "
                      f"{name} {value:.4f} | {delta:+.4f} | {r['sparsity'] or '-'} | {r['batch1_ms']} "
                      f"({r['batch1_ms_range'][0]}-{r['batch1_ms_range'][1]}) | {r['batch32_per_s']:,} "
                      f"({r['batch32_range'][0]:,}-{r['batch32_range'][1]:,}) | {r['served_p50_ms']} |")
@@ -247,19 +309,33 @@ def report(rows: list[dict], distilled: list[float], alone: list[float], meta: d
     r = row("cnn", "prune")
     if r:
         delta = 100 * (r["metrics"]["accuracy"] - floats["cnn"]["metrics"]["accuracy"])
-        lines.append(f"- cnn prune: sparsity {r['sparsity']} (target >= 0.8): "
-                     f"{'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target within "
-                     f"1): {'MET' if delta >= -1 else 'NOT MET'}")
+        lines.append(f"- cnn prune ({settings_text(meta['prune']['chosen'])}): sparsity {r['sparsity']} (target "
+                     f">= 0.8): {'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target "
+                     f"within 1): {'MET' if delta >= -1 else 'NOT MET'}; zipped "
+                     f"{floats['cnn']['zipped_bytes'] / r['zipped_bytes']:.2f}x smaller")
     if distilled and alone:
         gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
-        lines.append(f"- distill (resnet teaches cnn): distilled {', '.join(f'{a:.4f}' for a in distilled)} (mean "
+        lines.append(f"- distill (resnet teaches cnn, {settings_text(meta['distill']['chosen'])}): distilled "
+                     f"{', '.join(f'{a:.4f}' for a in distilled)} (mean "
                      f"{statistics.fmean(distilled):.4f}) vs cnn alone {', '.join(f'{a:.4f}' for a in alone)} (mean "
                      f"{statistics.fmean(alone):.4f}), seeds 0-2: {gain:+.2f} points (target >= +0.5): "
                      f"{'MET' if gain >= 0.5 else 'NOT MET'}")
-    lines += ["", "## Commands and CPU minutes", ""]
-    for command, (key, minutes) in zip(meta["commands"], meta["cpu_minutes"].items(), strict=True):
-        lines.append(f"- `{command}`: {minutes} CPU min ({key})")
+    lines += ["", "## Settings chosen on validation", "",
+              "Each setting of the grid run once (seed 0) with `--no-test`: the validation accuracy (train[90%:]) "
+              "of its last epoch; the highest is chosen, then run and tested (distillation: seeds 0-2).", ""]
+    for name in ("prune", "distill"):
+        for tried in meta[name]["tried"]:
+            chosen = all(tried[k] == v for k, v in meta[name]["chosen"].items())
+            lines.append(f"- {name} {settings_text(tried)}: validation accuracy {tried['validation_accuracy']:.4f}"
+                         f"{' (chosen)' if chosen else ''}")
+    lines += ["", "## Commands, CPU minutes and the commit each ran at", ""]
+    for key, done in meta["steps"].items():
+        lines.append(f"- `{done['command']}`: {done['cpu_minutes']} CPU min, {done['commit']} ({key})")
     return "\n".join(lines) + "\n"
+
+
+def settings_text(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if k != "validation_accuracy")
 
 
 if __name__ == "__main__":

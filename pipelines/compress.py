@@ -93,12 +93,13 @@ def directory_bytes(path: Path, pattern: str = "**/*") -> int:
 
 
 def zipped_bytes(path: Path) -> int:
-    """Bytes of `path`'s files zipped (deflate): what zeros from pruning save on the wire and on disk."""
+    """Bytes of the file `path`, or of a directory's files, zipped (deflate): what zeros from pruning save on
+    the wire and on disk."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for f in sorted(path.glob("**/*")):
+        for f in sorted(path.glob("**/*")) if path.is_dir() else [path]:
             if f.is_file():
-                archive.write(f, f.relative_to(path))
+                archive.write(f, f.relative_to(path) if path.is_dir() else f.name)
     return buffer.tell()
 
 
@@ -173,8 +174,11 @@ def source_version(model: str, version: int | None, models_dir) -> Path:
 
 
 def compress(model: str, method: str, *, version: int | None = None, models_dir=None, runs_dir=None,
-             data_dir=None, settings: dict[str, Any] | None = None, seed: int = 0) -> Path:
-    """Compress `model`'s version (the newest by default) with `method`; return the new version's path."""
+             data_dir=None, settings: dict[str, Any] | None = None, seed: int = 0, test: bool = True) -> Path:
+    """Compress `model`'s version (the newest by default) with `method`; return the new version's path.
+
+    `test=False` leaves the evaluation split unread (settings being chosen on validation): the card's `metrics`
+    are then empty, and the fine-tuning methods' `validation_metrics` are what there is to compare."""
     import zoo
 
     if method not in METHODS:
@@ -191,7 +195,7 @@ def compress(model: str, method: str, *, version: int | None = None, models_dir=
     source = source_version(model, version, models_dir)
     target = paths.models_dir(models_dir) / f"{model}_{method}"
     writer = {"keras_int8": _keras_int8, "prune": _prune, "distill": _distill}.get(method, _tflite_method)
-    return writer(source, target, method, chosen, data_dir=data_dir, runs_dir=runs_dir, seed=seed)
+    return writer(source, target, method, chosen, data_dir=data_dir, runs_dir=runs_dir, seed=seed, test=test)
 
 
 def _card(source: Path, method: str, settings: dict, fmt: str, sizes: dict, metrics: dict, extra=None,
@@ -208,16 +212,19 @@ def _card(source: Path, method: str, settings: dict, fmt: str, sizes: dict, metr
                             **(extra or {})}}
 
 
-def _evaluate(card: dict, loaded, data_dir=None) -> dict:
-    """The source's evaluation (task, dataset, the task's evaluation split) on `loaded`."""
+def _evaluate(card: dict, loaded, data_dir=None, test: bool = True) -> dict:
+    """The source's evaluation (task, dataset, the task's evaluation split) on `loaded`; {} unless `test`."""
     from pipelines import tasks
 
+    if not test:
+        return {}
     task = tasks.get(card["task"])
     ds = task.load_evaluation(card["dataset"], task.evaluation_split, batch_size=256, data_dir=data_dir)
     return task.evaluate_export(loaded, ds, card)
 
 
-def _tflite_method(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, **_) -> Path:
+def _tflite_method(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, test=True,
+                   **_) -> Path:
     import tensorflow as tf
 
     from pipelines import export, tasks
@@ -251,7 +258,7 @@ def _tflite_method(source: Path, target: Path, method: str, settings: dict, *, d
         loaded = LiteRTModule(staging / TFLITE_FILE)
         sizes = {"tflite": len(flatbuffer), "source_variables": directory_bytes(source / "variables"),
                  "source_saved_model": directory_bytes(source)}
-        metrics = _evaluate(card, loaded, data_dir)
+        metrics = _evaluate(card, loaded, data_dir, test)
         return _card(source, method, settings, "tflite", sizes, metrics,
                      {"ratio_to_source_variables": round(sizes["source_variables"] / len(flatbuffer), 2),
                       "signatures": list(loaded.signatures)})
@@ -273,7 +280,7 @@ def _keep_warmup(path: Path, signatures: set[str]) -> None:
 
 
 def _keras_export(model, task, splits, source: Path, target: Path, method: str, settings: dict, data_dir,
-                  extra: Callable[[Path], dict], base: dict | None = None) -> Path:
+                  extra: Callable[[Path], dict], base: dict | None = None, test: bool = True) -> Path:
     """Export a compressed Keras `model` with its task's signatures and warmup requests, measured."""
     import tensorflow as tf
 
@@ -291,28 +298,35 @@ def _keras_export(model, task, splits, source: Path, target: Path, method: str, 
                  "source_variables": directory_bytes(source / "variables"),
                  "variables_zipped": zipped_bytes(staging / "variables"),
                  "source_variables_zipped": zipped_bytes(source / "variables")}
-        metrics = _evaluate(card, tf.saved_model.load(str(staging)), data_dir)
+        metrics = _evaluate(card, tf.saved_model.load(str(staging)), data_dir, test)
         return _card(source, method, settings, "saved_model", sizes, metrics, extra(staging), base)
 
     return export.write_version(target, fill)
 
 
-def _keras_int8(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, **_) -> Path:
+def quantize_int8(model) -> None:
+    """Keras int8 weights for every Dense, EinsumDense and Embedding layer of `model`, layer by layer (what
+    `Model.quantize` does, without stopping at a preprocessing layer such as text_classifier's StringLookup,
+    which Keras then finds unbuilt). A tied output projection must go through the layer (gpt's
+    `ReversibleEmbedding(..., reverse=True)`): a quantized layer's `embeddings` are int8 codes, not weights."""
     import keras
 
-    model, task, splits, _ = keras_model(source, data_dir)
-    # Layer by layer (what Model.quantize does, without stopping at a preprocessing layer such as
-    # text_classifier's StringLookup, which Keras then finds unbuilt): the kinds Keras quantizes.
     for layer in model._flatten_layers():
         if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding)):
             layer.quantize("int8")
+
+
+def _keras_int8(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, test=True,
+                **_) -> Path:
+    model, task, splits, _ = keras_model(source, data_dir)
+    quantize_int8(model)
 
     def extra(staging: Path) -> dict:
         ops = saved_model_ops(staging)
         return {"ops": ops, "quantized_layers": sorted({layer.name for layer in model._flatten_layers()
                                                         if getattr(layer, "quantization_mode", None) == "int8"})}
 
-    return _keras_export(model, task, splits, source, target, method, settings, data_dir, extra)
+    return _keras_export(model, task, splits, source, target, method, settings, data_dir, extra, test=test)
 
 
 def saved_model_ops(version_dir: Path) -> list[str]:
@@ -329,48 +343,55 @@ def saved_model_ops(version_dir: Path) -> list[str]:
     return sorted(ops - called)
 
 
+def last_validation(history: dict[str, list[float]]) -> dict[str, float]:
+    """The final epoch's validation metrics of a Keras history (`val_accuracy` -> `accuracy`)."""
+    return {k.removeprefix("val_"): round(v[-1], 6) for k, v in history.items() if k.startswith("val_") and v}
+
+
 def _prune(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, runs_dir=None, seed=0,
-           **_) -> Path:
+           test=True) -> Path:
     from pipelines import pruning
 
     model, task, splits, card = keras_model(source, data_dir)
-    reached = pruning.prune(model, task, splits, settings, runs_dir=paths.runs_dir(runs_dir) / f"{card['name']}_prune",
-                            seed=seed)
+    reached, fitted = pruning.prune(model, task, splits, settings,
+                                    runs_dir=paths.runs_dir(runs_dir) / f"{card['name']}_prune", seed=seed)
     return _keras_export(model, task, splits, source, target, method, settings, data_dir,
-                         lambda _: {"sparsity_reached": reached})
+                         lambda _: {"sparsity_reached": reached,
+                                    "validation_metrics": last_validation(fitted.history)}, test=test)
 
 
 def _distill(source: Path, target: Path, method: str, settings: dict, *, data_dir=None, runs_dir=None, seed=0,
-             **_) -> Path:
+             test=True) -> Path:
     import keras
 
     from pipelines import config, distillation, export, fitting, tasks
     from pipelines.train import make_run_id
 
-    teacher = export.read_model_card(source)
-    run = config.resolve(settings["student"], dataset=teacher["dataset"], seed=seed)
-    if run.task != teacher["task"]:
-        raise UserError(f"student {run.model} ({run.task}) cannot learn from {teacher['name']} ({teacher['task']})")
+    card = export.read_model_card(source)
+    run = config.resolve(settings["student"], dataset=card["dataset"], seed=seed)
+    if run.task != card["task"]:
+        raise UserError(f"student {run.model} ({run.task}) cannot learn from {card['name']} ({card['task']})")
     keras.utils.set_random_seed(seed)
     task = tasks.get(run.task)(run)
     splits = task.load_splits(data_dir)
-    student = run.build()
-    distiller = distillation.Distiller(student, distillation.exported_teacher(source),
-                                       temperature=settings["temperature"], alpha=settings["alpha"])
+    student, teacher = run.build(), distillation.exported_teacher(source)
+    if not task.recipe.get("augment"):  # fixed train images: the teacher answers each once, before training
+        splits = dataclasses.replace(splits, train=distillation.with_teacher(task, teacher, data_dir))
+    distiller = distillation.Distiller(student, teacher, temperature=settings["temperature"], alpha=settings["alpha"])
     distiller.compile(optimizer=task.optimizer(splits.steps_per_epoch),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     distiller(splits.sample_batch[0])  # built before fit (BackupAndRestore asks)
     run_id = make_run_id()
     fitted = fitting.keras_fit(distiller, splits, dict(run.recipe), [], fitting.FitOptions(
-        run_dir=paths.runs_dir(runs_dir) / f"{teacher['name']}_distill" / run_id, run_id=run_id,
+        run_dir=paths.runs_dir(runs_dir) / f"{card['name']}_distill" / run_id, run_id=run_id,
         hparams={"student": run.model, "temperature": settings["temperature"], "alpha": settings["alpha"]},
         verbose=2))
-    base = {"name": f"{teacher['name']}_distill", "zoo_model": run.model, "task": run.task,
+    base = {"name": f"{card['name']}_distill", "zoo_model": run.model, "task": run.task,
             "hparams": dict(run.hparams), "labels": list(run.labels), "input": run.spec.input_spec,
             "dataset": run.dataset, "recipe": dict(run.recipe), "run_id": run_id, "seed": seed}
     return _keras_export(student, task, splits, source, target, method, settings, data_dir,
-                         lambda _: {"teacher_metrics": teacher.get("metrics"),
-                                    "train_seconds": round(fitted.seconds, 1)}, base)
+                         lambda _: {"teacher_metrics": card.get("metrics"), "train_seconds": round(fitted.seconds, 1),
+                                    "validation_metrics": last_validation(fitted.history)}, base, test=test)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -379,7 +400,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", type=int, help="source version (default: the newest)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a method's setting: " + ", ".join(f"{k} (default {v})" for k, v in SETTINGS.items()))
-    parser.add_argument("--seed", type=int, default=0, help="random seed of fine-tuning (prune)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of fine-tuning (prune, distill)")
+    parser.add_argument("--no-test", dest="test", action="store_false",
+                        help="leave the evaluation split unread (while choosing settings on validation: prune and "
+                             "distill record validation_metrics); `tfzoo evaluate` measures it later")
     parser.add_argument("--models-dir")
     parser.add_argument("--runs-dir")
     parser.add_argument("--data-dir")
@@ -393,12 +417,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         settings[key] = value
     path = compress(args.model, args.method, version=args.version, models_dir=args.models_dir,
-                    runs_dir=args.runs_dir, data_dir=args.data_dir, settings=settings, seed=args.seed)
+                    runs_dir=args.runs_dir, data_dir=args.data_dir, settings=settings, seed=args.seed, test=args.test)
     from pipelines import export
 
     card = export.read_model_card(path)
     print(f"wrote {path}")
     print(json.dumps({"metrics": card["metrics"], "source_metrics": card["source_metrics"],
+                      "validation_metrics": card["compression"].get("validation_metrics"),
                       "bytes": card["compression"]["bytes"]}, indent=2, default=str))
     return 0
 

@@ -81,9 +81,11 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.apply()
 
 
-def prune(model: keras.Model, task, splits, settings: dict, *, runs_dir, seed: int = 0) -> float:
+def prune(model: keras.Model, task, splits, settings: dict, *, runs_dir, seed: int = 0
+          ) -> tuple[float, fitting.Fitted]:
     """Fine-tune `model` on its task's train split for `prune_epochs` at `prune_learning_rate` while pruning it
-    to `sparsity`; TensorBoard logs under `runs_dir`/<run id>. Returns the sparsity reached."""
+    to `sparsity`; TensorBoard logs under `runs_dir`/<run id>. Returns the sparsity reached and the fit (its
+    history holds the validation metrics of every epoch)."""
     keras.utils.set_random_seed(seed)
     run = dataclasses.replace(task.run, recipe={**task.run.recipe, "epochs": settings["prune_epochs"],
                                                 "learning_rate": settings["prune_learning_rate"],
@@ -93,7 +95,7 @@ def prune(model: keras.Model, task, splits, settings: dict, *, runs_dir, seed: i
     pruning = MagnitudePruning(settings["sparsity"], total_steps=int(0.8 * settings["prune_epochs"]
                                                                      * splits.steps_per_epoch))
     run_id = make_run_id()
-    fitting.keras_fit(model, splits, dict(run.recipe), [pruning],
-                      fitting.FitOptions(run_dir=runs_dir / run_id, run_id=run_id,
-                                         hparams={"sparsity": settings["sparsity"]}, verbose=2))
-    return round(sparsity(prunable(model)), 4)
+    fitted = fitting.keras_fit(model, splits, dict(run.recipe), [pruning],
+                               fitting.FitOptions(run_dir=runs_dir / run_id, run_id=run_id,
+                                                  hparams={"sparsity": settings["sparsity"]}, verbose=2))
+    return round(sparsity(prunable(model)), 4), fitted

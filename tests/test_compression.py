@@ -3,6 +3,7 @@ source's own evaluation, and served (TFLite under --prefer_tflite_model, Keras i
 and gRPC with the answers of the in-process runtimes."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import grpc
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import compress, evaluate, export, pruning
+from pipelines import compress, distillation, evaluate, export, pruning
+from pipelines import config as run_config
 from pipelines.errors import UserError
 from pipelines.tasks import TRAIN_SPLIT, get
 from serving import config
@@ -100,6 +102,7 @@ def test_keras_int8_quantizes_the_dense_head_with_standard_ops_only(compressed):
 def test_pruning_reaches_its_sparsity_and_the_zeros_compress(compressed, data_dir):
     card = export.read_model_card(compressed["prune"])
     assert card["compression"]["sparsity_reached"] >= 0.8
+    assert 0 < card["compression"]["validation_metrics"]["accuracy"] <= 1  # what settings are chosen on
     model, *_ = compress.keras_model(compressed["prune"], data_dir)
     assert pruning.sparsity(pruning.prunable(model)) >= 0.8
     sizes = card["compression"]["bytes"]
@@ -158,7 +161,25 @@ def test_distillation_trains_a_student_on_the_exported_teachers_probabilities(mo
     assert card["compression"]["settings"] == {"student": "cnn", "temperature": 4.0, "alpha": 0.1}
     assert card["compression"]["teacher_metrics"]["test_accuracy"] > 2 * CHANCE
     assert card["metrics"]["accuracy"] > 0.5, card["metrics"]  # 10 epochs of the student's recipe
+    assert card["compression"]["validation_metrics"]["accuracy"] > 0.5
     model, *_ = compress.keras_model(path, data_dir)  # the student, rebuilt from the card
     assert model.name == "cnn"
+
+
+def test_the_teacher_answers_each_fixed_train_image_once_beside_it(models, data_dir):
+    """cnn's recipe does not augment: the teacher's probabilities are computed before training, one per image,
+    and ride with it through the shuffle; and `--no-test` leaves the test split unread."""
+    run = run_config.resolve("cnn", dataset="synthetic_fashion_mnist")
+    task = get(run.task)(run)
+    teacher = distillation.exported_teacher(models / "cnn" / "1")
+    (images, probabilities), labels = next(iter(distillation.with_teacher(task, teacher, data_dir)))
+    assert images.shape[0] == labels.shape[0] == probabilities.shape[0] == run.recipe["batch_size"]
+    np.testing.assert_allclose(probabilities, teacher(images), atol=1e-5)
+    augmenting = get(run.task)(dataclasses.replace(run, recipe={**run.recipe, "augment": True}))
+    with pytest.raises(ValueError, match="augmenting recipe"):
+        distillation.with_teacher(augmenting, teacher, data_dir)
+    untested = compress.compress("cnn", "tflite_dynamic", models_dir=models, data_dir=data_dir, test=False)
+    assert export.read_model_card(untested)["metrics"] == {}
+    shutil.rmtree(untested)  # the other tests read the newest cnn_tflite_dynamic version
     with pytest.raises(UserError, match="distill does not apply to gpt"):
         compress.compress("gpt", "distill", models_dir=models)

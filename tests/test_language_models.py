@@ -84,6 +84,23 @@ def test_gpt_ties_the_output_projection_to_the_token_embedding():
     assert model(np.zeros((1, 3), "int32")).shape == (1, 3, len(SHAKESPEARE_CHARS))
 
 
+def test_gpt_quantized_to_int8_keeps_its_tied_output_projection():
+    """The logits go through the quantized token embedding's own reverse call (its int8 codes scaled back),
+    so int8 weights move them by little; reading the raw `embeddings` after quantizing gave ~1000x logits."""
+    from pipelines import compress
+
+    model = zoo.build("gpt", **TINY["gpt"])
+    tokens = np.random.default_rng(0).integers(0, len(SHAKESPEARE_CHARS), (2, 8))
+    for layer in model._flatten_layers():  # trained-sized weights, not the 0.02 initial ones
+        if isinstance(layer, keras.layers.Embedding):
+            layer.embeddings.assign(np.random.default_rng(1).normal(0, 1, layer.embeddings.shape))
+    full = np.asarray(model(tokens))
+    compress.quantize_int8(model)
+    assert model.token_embedding.quantization_mode == "int8"
+    quantized = np.asarray(model(tokens))
+    assert np.abs(quantized - full).max() < 0.05 * np.abs(full).max()
+
+
 def test_a_training_sequence_longer_than_the_context_is_refused_with_the_fix(tmp_path, data_dir):
     with pytest.raises(ValueError, match="--set sequence_length=16"):
         train.train("gpt", overrides=TINY["gpt"], recipe_overrides={"sequence_length": 32, "steps_per_epoch": 1},

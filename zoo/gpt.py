@@ -117,7 +117,9 @@ class GPT(keras.Model):
         self.context_size = block_size
         init = keras.initializers.RandomNormal(stddev=INIT_STD)
         residual_std = INIT_STD / math.sqrt(2 * n_layer)
-        self.token_embedding = layers.Embedding(vocab_size, n_embd, embeddings_initializer=init, name="wte")
+        # Keras's tied embedding: `reverse=True` projects back through the same matrix, and stays right when
+        # the layer is quantized (its int8 `embeddings` are scaled in both directions).
+        self.token_embedding = layers.ReversibleEmbedding(vocab_size, n_embd, embeddings_initializer=init, name="wte")
         self.position_embedding = layers.Embedding(block_size, n_embd, embeddings_initializer=init, name="wpe")
         self.embedding_dropout = layers.Dropout(dropout)
         self.blocks = [Block(n_embd, n_head, dropout, bias, residual_std, name=f"h{i}") for i in range(n_layer)]
@@ -130,7 +132,7 @@ class GPT(keras.Model):
 
     def head(self, x):
         """Logits through the transposed token embedding (weight tying)."""
-        return ops.matmul(self.ln_f(x), ops.transpose(self.token_embedding.embeddings))
+        return self.token_embedding(self.ln_f(x), reverse=True)
 
     def call(self, tokens, training=False):
         """Logits [B, T, vocab] for every position of `tokens` [B, T], T <= block_size."""

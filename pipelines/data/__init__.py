@@ -59,6 +59,9 @@ def builder(name: str, data_dir: str | os.PathLike | None = None) -> tfds.core.D
     return b
 
 
+SHUFFLE_BUFFER = 10_000  # examples a training pipeline shuffles among
+
+
 def load(
     name: str,
     split: str,
@@ -81,7 +84,7 @@ def load(
     if cache:
         ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if preprocess is not None:
         ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
