@@ -21,6 +21,7 @@ setup(
         "pillow>=10,<14",
         "tqdm>=4.66,<5",
         "orjson>=3.10,<4",
+        "filelock>=3.12,<5",  # one preparer of a dataset at a time (the workers of a multi-worker run)
         "pysimdjson>=7.0,<8",  # REST :predict bodies of numbers parsed straight into arrays (serving/server/tensors.py)
         "prometheus-client>=0.20,<1",
         "uvicorn>=0.30,<1",

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from typing_extensions import override
 
-from pipelines import paths
+from pipelines import distributed, paths
 from pipelines.errors import UserError
 
 
@@ -30,6 +30,8 @@ class FitOptions:
     verbose: int | str = "auto"
     profile_batches: tuple[int, int] | None = None
     extra_callbacks: tuple = ()
+    # A multi-worker run's non-chief worker: the chief's backup/ it resumes from (its own run_dir is temporary).
+    chief_backup: Path | None = None
 
 
 @dataclasses.dataclass
@@ -95,8 +97,10 @@ def keras_fit(model: keras.Model, splits, recipe: dict[str, Any], task_callbacks
     """`model.fit` on `splits` (a `pipelines.tasks.Splits`) for the recipe's epochs, with the standard callbacks
     and the task's `task_callbacks`."""
     run_dir = options.run_dir
+    backup = (distributed.WorkerBackupAndRestore(options.chief_backup, run_dir / "backup") if options.chief_backup
+              else keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True))
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        backup,
         EpochTensorBoard(str(run_dir), options.profile_batches),
         hp.KerasCallback(str(run_dir / "validation"), options.hparams, trial_id=options.run_id),
         keras.callbacks.ModelCheckpoint(str(paths.checkpoint_pattern(run_dir)), save_weights_only=True),

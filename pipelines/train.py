@@ -7,6 +7,9 @@ A run lives in runs/<model>/<run-id>/: config.json (the RunConfig), metrics.json
 validation/, HParams), checkpoints/ (weights after every epoch) and backup/ (Keras's BackupAndRestore state).
 Running again with an interrupted run's `--run-id` resumes it from its last completed epoch. The export itself
 (signatures, model card, warmup records, the versioned write) is `pipelines.export`.
+
+On several workers (`--workers N` on this machine, or `--strategy multi_worker` on each host of a cluster in
+$TF_CONFIG), see `pipelines.distributed`: the chief writes the run, the others a temporary directory.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +27,8 @@ import keras
 import tensorflow as tf
 
 from pipelines import config as run_config
+from pipelines import data, distributed, fitting, paths, tasks
 from pipelines import export as exporter
-from pipelines import fitting, paths, tasks
 from pipelines.config import RunConfig
 from pipelines.errors import UserError, module_main
 
@@ -43,12 +48,12 @@ def make_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(name: str, cluster_timeout: float = distributed.CLUSTER_TIMEOUT) -> tf.distribute.Strategy:
     """`default`, `mirrored` (all local devices) or `multi_worker` (cluster from $TF_CONFIG)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return distributed.make_strategy(cluster_timeout)
     if name == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"unknown strategy {name!r}: default, mirrored or multi_worker")
@@ -70,6 +75,7 @@ def train(
     seed: int = 0,
     verbose: int | str = "auto",
     profile_batches: tuple[int, int] | None = None,
+    cluster_timeout: float = distributed.CLUSTER_TIMEOUT,
 ) -> RunResult:
     """Train a zoo model, evaluate it on the test split and export it; return the run.
 
@@ -80,16 +86,45 @@ def train(
     run = model if isinstance(model, RunConfig) else run_config.resolve(
         model, dataset=dataset, hparams=overrides, recipe=recipe_overrides, strategy=strategy, seed=seed)
     task = tasks.get(run.task)(run)
+    if run.strategy == "multi_worker":
+        check_distributable(task)
+        if not run_id:
+            raise UserError("--strategy multi_worker needs --run-id, the same on every worker: an interrupted run "
+                            "resumes on every worker from the chief's backup of that run")
+    dist = make_strategy(run.strategy, cluster_timeout)
+    chief = distributed.is_chief(dist)
+    run_id = run_id or make_run_id()
+    chief_dir = paths.runs_dir(runs_dir) / run.model / run_id
+    # The other workers write what the chief writes to a temporary directory (deleted at the end).
+    run_dir = chief_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfzoo-{distributed.task_name(dist)}-"))
+    try:
+        return _train(run, task, dist, run_id, run_dir, chief_dir, chief, models_dir, data_dir, export,
+                      extra_callbacks, verbose, profile_batches)
+    finally:
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def check_distributable(task: tasks.Task) -> None:
+    if not task.distributable:
+        raise UserError(f"{task.run.model} ({task.run.task}) trains in its own loop, which tf.distribute does not "
+                        "split between workers: train it on one worker (no --workers, --strategy default)")
+
+
+def _train(run: RunConfig, task: tasks.Task, dist: tf.distribute.Strategy, run_id: str, run_dir: Path,
+           chief_dir: Path, chief: bool, models_dir, data_dir, export: bool, extra_callbacks: tuple,
+           verbose: int | str, profile_batches: tuple[int, int] | None) -> RunResult:
     recipe = run.recipe
     keras.utils.set_random_seed(run.seed)
-
-    run_id = run_id or make_run_id()
-    run_dir = paths.runs_dir(runs_dir) / run.model / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    dist = make_strategy(run.strategy)
     splits = task.load_splits(data_dir)
-    (run_dir / "config.json").write_text(json.dumps({**run.to_json(), "run_id": run_id, "splits": splits.names},
-                                                    indent=2))
+    if run.strategy == "multi_worker":  # each worker its share of every batch (the splits are one file each)
+        splits = dataclasses.replace(splits, train=distributed.shard_by_data(splits.train),
+                                     validation=distributed.shard_by_data(splits.validation),
+                                     test=distributed.shard_by_data(splits.test))
+    if chief:
+        (run_dir / "config.json").write_text(json.dumps({**run.to_json(), "run_id": run_id,
+                                                         "splits": splits.names}, indent=2))
 
     with dist.scope():
         model = run.build()
@@ -98,9 +133,10 @@ def train(
 
     hp_values = {f"model.{k}": _hp_value(v) for k, v in run.hparams.items()}
     hp_values.update({f"train.{k}": _hp_value(v) for k, v in recipe.items()})
-    fitted = task.fit(model, splits, fitting.FitOptions(run_dir=run_dir, run_id=run_id, hparams=hp_values,
-                                                        verbose=verbose, profile_batches=profile_batches,
-                                                        extra_callbacks=tuple(extra_callbacks)))
+    fitted = task.fit(model, splits, fitting.FitOptions(
+        run_dir=run_dir, run_id=run_id, hparams=hp_values, verbose=verbose if chief else 0,
+        profile_batches=profile_batches, extra_callbacks=tuple(extra_callbacks),
+        chief_backup=None if chief else chief_dir / "backup"))
     test = task.test(model, splits)
 
     metrics = {
@@ -113,14 +149,16 @@ def train(
         "train_examples_per_second": round(fitted.examples / max(fitted.seconds, 1e-9), 1),
         "test_split": splits.names["test"],
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if chief:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     export_dir = None
-    if export:
-        export_dir = exporter.export_model(model, task, splits.sample_batch, models_dir,
+    if export:  # every worker saves (saving may run collectives); the others into their temporary directory
+        export_root = models_dir if chief else run_dir / "models"
+        export_dir = exporter.export_model(model, task, splits.sample_batch, export_root,
                                            {"dataset": run.dataset, "run_id": run_id, "recipe": dict(recipe),
                                             "metrics": metrics})
-    return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir, config=run)
+    return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir if chief else None, config=run)
 
 
 def _hp_value(value):
@@ -143,7 +181,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "`tfzoo info MODEL` lists the keys; a key nothing reads is refused)")
     parser.add_argument("--run-id", help="run id; reuse an interrupted run's id to resume from its last epoch")
     parser.add_argument("--strategy", default="default", choices=run_config.STRATEGIES,
-                        help="tf.distribute strategy; multi_worker reads the cluster from $TF_CONFIG")
+                        help="tf.distribute strategy; multi_worker reads the cluster from $TF_CONFIG (run the same "
+                             "command, with the same --run-id, on every host of the cluster)")
+    parser.add_argument("--workers", type=positive, metavar="N",
+                        help="train on N worker processes of this machine (MultiWorkerMirroredStrategy on free "
+                             "loopback ports): the recipe's batch is split between them; the chief's progress is "
+                             "shown, and if one worker dies the others are stopped (resume with --run-id)")
+    parser.add_argument("--cluster-timeout", type=float, default=distributed.CLUSTER_TIMEOUT, metavar="SECONDS",
+                        help="multi-worker: how long a worker waits for the others to start before it gives up "
+                             f"(default {distributed.CLUSTER_TIMEOUT})")
     parser.add_argument("--runs-dir", help="runs root (default $TFZOO_RUNS_DIR or ./runs)")
     parser.add_argument("--models-dir", help="export root (default $TFZOO_MODELS_DIR or ./models)")
     parser.add_argument("--data-dir", help="TFDS data dir (default $TFZOO_DATA_DIR or ~/tensorflow_datasets)")
@@ -153,6 +199,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="profile these training batches (counted from 1 over the run, e.g. 10,20) with "
                              "TensorFlow's profiler: TensorBoard's Profile tab shows the trace (needs the "
                              "tensorboard-plugin-profile package, a dependency)")
+
+
+def positive(text: str) -> int:
+    """`--workers`: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of workers >= 1, got {text!r}")
+    return int(text)
 
 
 def batch_range(text: str) -> tuple[int, int]:
@@ -184,15 +237,49 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run `train` from parsed arguments; print where the results are."""
+    if args.workers:
+        return launch_workers(args)
     result = train(config_from_arguments(args), run_id=args.run_id, runs_dir=args.runs_dir,
                    models_dir=args.models_dir, data_dir=args.data_dir, export=not args.no_export,
-                   profile_batches=args.profile_batches)
-    print(f"run: {result.run_dir}")
-    print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("test_")
+                   profile_batches=args.profile_batches, cluster_timeout=args.cluster_timeout)
+    if result.export_dir is None and not args.no_export:  # a multi-worker run's other worker: the chief reports
+        return 0
+    report(result.run_dir, result.metrics, result.export_dir)
+    return 0
+
+
+def report(run_dir: Path, metrics: dict, export_dir: Path | None) -> None:
+    print(f"run: {run_dir}")
+    print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_")
                                and isinstance(v, float)))
-    if result.export_dir:
-        print(f"exported: {result.export_dir}")
-    print(f"inspect: tensorboard --logdir {result.run_dir.parent.parent}")
+    if export_dir:
+        print(f"exported: {export_dir}")
+    print(f"inspect: tensorboard --logdir {run_dir.parent.parent}")
+
+
+def launch_workers(args: argparse.Namespace) -> int:
+    """`--workers N`: the run on N local worker processes (`pipelines.distributed.launch`)."""
+    if args.strategy != "default":
+        raise UserError("give --workers N (workers on this machine) or --strategy, not both")
+    if args.profile_batches:
+        raise UserError("--profile-batches profiles one process: train without --workers to profile")
+    run = dataclasses.replace(config_from_arguments(args), strategy="multi_worker")
+    check_distributable(tasks.get(run.task)(run))
+    data.builder(run.dataset, args.data_dir)  # prepared once, before the workers read it
+    run_id = args.run_id or make_run_id()
+    status = distributed.launch(args.workers, {
+        "run": run.to_json(), "run_id": run_id, "runs_dir": args.runs_dir, "models_dir": args.models_dir,
+        "data_dir": args.data_dir, "export": not args.no_export}, timeout=args.cluster_timeout)
+    if status:
+        return status
+    run_dir = paths.runs_dir(args.runs_dir) / run.model / run_id
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    export_dir = None
+    if not args.no_export:
+        from pipelines import evaluate
+
+        export_dir = evaluate.latest_version_dir(paths.models_dir(args.models_dir) / run.model, None)
+    report(run_dir, metrics, export_dir)
     return 0
 
 

@@ -11,7 +11,9 @@ import importlib
 import inspect
 import os
 import pkgutil
+from pathlib import Path
 
+import filelock
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -55,7 +57,10 @@ def builder(name: str, data_dir: str | os.PathLike | None = None) -> tfds.core.D
         except tfds.core.registered.DatasetNotFoundError:
             raise UserError(f"unknown dataset {name!r}: tfzoo's offline datasets are {', '.join(list_datasets())}; "
                             "with a network, any TFDS catalog name (tfds:<name>)") from None
-    b.download_and_prepare()
+    # One preparer at a time: workers of a multi-worker run, or parallel jobs, sharing a data dir.
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(Path(data_dir) / f".{name.replace(':', '_')}.prepare.lock")):
+        b.download_and_prepare()
     return b
 
 
@@ -78,7 +83,9 @@ def load(
 
     `example_fn` maps each TFDS example (its feature dict) to (x, y); by default the supervised keys do.
     """
-    ds = builder(name, data_dir).as_dataset(split=split, as_supervised=example_fn is None, shuffle_files=shuffle)
+    # Files shuffled in the seed's order: the same on every worker of a multi-worker run (their shards of one order).
+    ds = builder(name, data_dir).as_dataset(split=split, as_supervised=example_fn is None, shuffle_files=shuffle,
+                                            read_config=tfds.ReadConfig(shuffle_seed=seed))
     if example_fn is not None:
         ds = ds.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:

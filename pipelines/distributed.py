@@ -1,0 +1,226 @@
+"""Training on several workers: `tf.distribute.MultiWorkerMirroredStrategy` under Keras 3's `fit`.
+
+    tfzoo train cnn --workers 2                       # N local worker processes on free loopback ports
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}' \\
+        tfzoo train cnn --strategy multi_worker       # on each host of a real cluster, its own task index
+
+Every worker runs the same trainer: the model and optimizer are mirrored, each train batch of the recipe's
+(global) batch size is split between the workers (tf.data's `AutoShardPolicy.DATA`: every worker reads the
+pipeline, keeps its share of the examples, and the batch is re-batched to batch/N per worker), and gradients are
+all-reduced every step, so the learning-rate schedule counts global steps exactly as on one machine. Only the
+chief (worker 0, or the `chief` task) writes the run directory, TensorBoard logs, checkpoints, `metrics.json`
+and the export; the others write theirs to a temporary directory, deleted at the end (TensorFlow's guide does
+the same: saving may run collective ops every worker must join). The runs directory must be shared by the
+workers (one machine, or a shared volume): after an interruption, every worker restores the chief's backup.
+
+Keras 3's TensorFlow trainer reduces two things wrongly under this strategy (keras-team/keras#20585): the first
+batch it inspects to build the model (a tuple of per-replica values passed whole to `Strategy.reduce`) and the
+scalar logs (reduced along an axis they do not have). `MultiWorkerStrategy` reduces structures element by
+element and scalars without an axis; nothing else differs from TensorFlow's strategy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from typing_extensions import override
+
+from pipelines.errors import UserError
+
+CLUSTER_TIMEOUT = 300  # seconds a worker waits for the others to start
+WORKER_JOBS = ("chief", "worker")
+
+
+class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """TensorFlow's MultiWorkerMirroredStrategy with `reduce` as Keras 3's trainer calls it (see the module doc)."""
+
+    @override
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)
+            rank = local.shape.rank
+            return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis if rank else None)
+
+        return tf.nest.map_structure(one, value)
+
+
+def cluster_config(environ=os.environ) -> dict:
+    """$TF_CONFIG, checked: a cluster of chief/worker addresses and this process's task in it."""
+    text = environ.get("TF_CONFIG")
+    example = ('{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}')
+    if not text:
+        raise UserError(f"--strategy multi_worker reads the cluster from $TF_CONFIG, which is not set; e.g. "
+                        f"TF_CONFIG='{example}' (or train on this machine's workers with --workers N)")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        addresses = {job: list(cluster[job]) for job in cluster}
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"$TF_CONFIG is not a cluster and a task ({type(e).__name__}: {e}); expected e.g. "
+                        f"{example}") from None
+    if kind not in WORKER_JOBS or kind not in addresses or not 0 <= index < len(addresses[kind]):
+        raise UserError(f"$TF_CONFIG's task {task} is not one of its cluster's {sorted(addresses)} tasks "
+                        f"(type chief or worker, index counted from 0)")
+    for job, hosts in addresses.items():
+        for host in hosts:
+            if not isinstance(host, str) or not host.rpartition(":")[2].isdigit():
+                raise UserError(f"$TF_CONFIG: {job} address {host!r} is not HOST:PORT")
+    return config
+
+
+def make_strategy(timeout: float = CLUSTER_TIMEOUT) -> MultiWorkerStrategy:
+    """The strategy of the cluster in $TF_CONFIG; a worker that cannot reach the others within `timeout`
+    seconds exits with one line saying so (TensorFlow would wait for them without end)."""
+    config = cluster_config()
+    task = config["task"]
+
+    def unreachable() -> None:
+        print(f"tfzoo train: error: {task['type']} {task['index']} did not reach the cluster in $TF_CONFIG "
+              f"({json.dumps(config['cluster'])}) within {timeout:.0f} s: start every task listed there, and check "
+              f"the addresses and that the ports are open", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout, unreachable)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return MultiWorkerStrategy()
+    finally:
+        watchdog.cancel()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run (one machine: always)."""
+    return strategy.extended.should_checkpoint
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{resolver.task_type}{resolver.task_id}" if resolver and resolver.task_type else "local"
+
+
+class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """A non-chief worker's BackupAndRestore: restores from the chief's backup (so every worker resumes at the
+    same epoch with the same weights) and saves its own, identical, state to its temporary directory."""
+
+    def __init__(self, chief_backup: Path, own_backup: Path):
+        super().__init__(str(own_backup))
+        self.chief = keras.callbacks.BackupAndRestore(str(chief_backup))
+
+    @override
+    def on_train_begin(self, logs=None):
+        self.chief.set_model(self.model)
+        self.chief.on_train_begin(logs)
+
+
+def shard_by_data(dataset: tf.data.Dataset | None) -> tf.data.Dataset | None:
+    """`dataset` split between workers example by example (each keeps every N-th example of the same order):
+    the pipelines' sources are TFDS splits of one file, too few for file sharding."""
+    if dataset is None:
+        return None
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+# --- the local launcher -----------------------------------------------------------------------------------------
+
+
+def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOUT,
+           on_start: Callable[[list[subprocess.Popen]], None] | None = None) -> int:
+    """Run `workers` trainer processes on free loopback ports, each with its TF_CONFIG, training the run in
+    `worker_config` (`python -m pipelines.distributed CONFIG`). The chief's output is streamed; the others'
+    go to log files. When one fails, the others are stopped and its last lines are shown. The exit status:
+    0, or the failed worker's."""
+    from serving.launch import free_port
+
+    ports = [free_port() for _ in range(workers)]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    scratch = Path(tempfile.mkdtemp(prefix="tfzoo-workers-"))
+    config_path = scratch / "run.json"
+    config_path.write_text(json.dumps({**worker_config, "cluster_timeout": timeout}))
+    processes, logs = [], []
+    try:
+        for index in range(workers):
+            env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                          "task": {"type": "worker", "index": index}})}
+            log = None if index == 0 else open(scratch / f"worker{index}.log", "wb")  # noqa: SIM115 (closed below)
+            logs.append(log)
+            processes.append(subprocess.Popen([sys.executable, "-m", "pipelines.distributed", str(config_path)],
+                                              env=env, stdout=log, stderr=subprocess.STDOUT if log else None))
+        if on_start:
+            on_start(processes)
+        while True:
+            codes = [p.poll() for p in processes]
+            failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+            if failed is not None:
+                stop(processes)
+                tail = "" if failed == 0 else _tail(scratch / f"worker{failed}.log")
+                print(f"tfzoo train: error: worker {failed} exited with status {codes[failed]}; the other workers "
+                      f"were stopped.{tail} Run the same command with --run-id {worker_config['run_id']} to resume "
+                      "from the last completed epoch.", file=sys.stderr, flush=True)
+                return codes[failed] if codes[failed] > 0 else 1
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        stop(processes)
+        raise
+    finally:
+        for log in logs:
+            if log:
+                log.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stop(processes: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM every process still running, SIGKILL those still there after `grace` seconds."""
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    kept = [line for line in text if not line.startswith(("I0000", "W0000", "WARNING: All log"))][-lines:]
+    return ("\nIts last lines:\n  " + "\n  ".join(kept) + "\n") if kept else ""
+
+
+def worker_main(config_path: str) -> int:
+    """One launched worker: the run in `config_path` under the cluster in $TF_CONFIG."""
+    from pipelines import train
+    from pipelines.config import RunConfig
+    from pipelines.errors import user_errors
+
+    spec = json.loads(Path(config_path).read_text())
+
+    def work(_) -> int:
+        train.train(RunConfig.from_json(spec["run"]), run_id=spec["run_id"], runs_dir=spec["runs_dir"],
+                    models_dir=spec["models_dir"], data_dir=spec["data_dir"], export=spec["export"],
+                    cluster_timeout=spec["cluster_timeout"])
+        return 0
+
+    return user_errors(work, None, "tfzoo train")
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1]))
