@@ -46,6 +46,8 @@ setup(
             "ipykernel>=6.29,<8",
             "requests>=2.31,<3",
             "ruff>=0.6",
+            "psutil>=5.9,<8",  # tests/test_distributed.py finds a launched worker to kill
+            "pyyaml>=6,<7",  # tests/test_deploy.py reads the Kubernetes manifests
         ],
         # bench/language.py measures a PyTorch nanoGPT beside the zoo's gpt; the CPU build (2.13.0+cpu) is enough.
         "bench": [

@@ -41,7 +41,8 @@ RECORD = BENCH / "results" / "compression.json"
 SEEDS = (0, 1, 2)
 
 
-PRUNE_GRID = [{"prune_epochs": e, "prune_learning_rate": lr} for e in (4, 10) for lr in (2e-4, 1e-3)]
+PRUNE_GRID = [*({"prune_epochs": e, "prune_learning_rate": lr} for e in (4, 10) for lr in (2e-4, 1e-3)),
+              {"prune_epochs": 10, "prune_learning_rate": 2e-3}, {"prune_epochs": 20, "prune_learning_rate": 1e-3}]
 # keras-io's setting (T=10, alpha=0.1), Hinton et al.'s lower temperatures, and an even mix with the labels.
 DISTILL_GRID = [{"temperature": t, "alpha": a} for t, a in ((10.0, 0.1), (4.0, 0.1), (4.0, 0.5), (2.0, 0.5))]
 
@@ -71,6 +72,13 @@ class Steps:
         self.path.write_text(json.dumps(self.done, indent=2))
         print(key, minutes, "CPU min", flush=True)
 
+    def version(self, key: str, model_dir: Path) -> int:
+        """The version step `key` wrote under `model_dir` (the newest there when it first asks), recorded."""
+        version = self.done[key].setdefault("version", max(int(p.name) for p in model_dir.iterdir()
+                                                           if p.name.isdigit()))
+        self.path.write_text(json.dumps(self.done, indent=2))
+        return version
+
 
 def settings_args(settings: dict) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
@@ -91,9 +99,7 @@ def choose(steps: Steps, name: str, grid: list[dict], command: list[str]) -> tup
         key = f"{name} choice {json.dumps(settings, sort_keys=True)}"
         steps(key, *command, "--no-test", *settings_args(settings), work=choice)
         out = choice / "models" / f"{model}_{command[3]}"
-        version = steps.done[key].setdefault("version", max(int(p.name) for p in out.iterdir() if p.name.isdigit()))
-        steps.path.write_text(json.dumps(steps.done, indent=2))
-        card = export.read_model_card(out / str(version))
+        card = export.read_model_card(out / str(steps.version(key, out)))
         assert not card["metrics"], "a choice run must not read the test split"
         tried.append({**settings, "validation_accuracy": card["compression"]["validation_metrics"]["accuracy"]})
     best = max(tried, key=lambda t: t["validation_accuracy"])
@@ -187,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resnet-epochs", type=int, default=10, help="the teacher's and resnet source's epochs")
     parser.add_argument("--work", type=Path, help="work dir (default: a new temporary one; reuse to resume)")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="run the training and compression steps, not the measurements (measure later, alone on "
+                             "the machine, by running again with the same --work)")
     args = parser.parse_args(argv)
     from pipelines import compress, export
 
@@ -206,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     step("gpt keras_int8", "compress", "gpt", "--method", "keras_int8")
     prune, prune_tried = choose(step, "cnn prune", PRUNE_GRID,
                                 ["compress", "cnn", "--method", "prune", "--version", "1"])
-    step("cnn prune", "compress", "cnn", "--method", "prune", "--version", "1", *settings_args(prune))
+    step(f"cnn prune {json.dumps(prune, sort_keys=True)}", "compress", "cnn", "--method", "prune", "--version", "1",
+         *settings_args(prune))
     distill, distill_tried = choose(step, "distill", DISTILL_GRID, ["compress", "resnet", "--method", "distill"])
+    distilled_versions = []
     for seed in SEEDS:
-        step(f"distill seed {seed}", "compress", "resnet", "--method", "distill", "--seed", str(seed),
-             *settings_args(distill))
+        key = f"distill seed {seed} {json.dumps(distill, sort_keys=True)}"
+        step(key, "compress", "resnet", "--method", "distill", "--seed", str(seed), *settings_args(distill))
+        distilled_versions.append(step.version(key, work / "models" / "resnet_distill"))
 
+    if args.steps_only:
+        return 0
     rows = []
     for model in ("cnn", "resnet", "gpt"):
         source = work / "models" / model / "1"
@@ -234,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["served_p50_ms"] = served[r["model"] if r["method"] == "float" else f"{r['model']}_{r['method']}"]
     distilled = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"]["accuracy"]
-                 for v in sorted(int(p.name) for p in (work / "models" / "resnet_distill").iterdir()
-                                 if p.name.isdigit())]
+                 for v in distilled_versions]
     alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),

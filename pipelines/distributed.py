@@ -14,9 +14,10 @@ the same: saving may run collective ops every worker must join). The runs direct
 workers (one machine, or a shared volume): after an interruption, every worker restores the chief's backup.
 
 Keras 3's TensorFlow trainer reduces two things wrongly under this strategy (keras-team/keras#20585): the first
-batch it inspects to build the model (a tuple of per-replica values passed whole to `Strategy.reduce`) and the
-scalar logs (reduced along an axis they do not have). `MultiWorkerStrategy` reduces structures element by
-element and scalars without an axis; nothing else differs from TensorFlow's strategy.
+batch it inspects to build the model (a tuple of per-replica values passed whole to `Strategy.reduce`, text
+included, which no all-reduce sums) and the scalar logs (reduced along an axis they do not have).
+`MultiWorkerStrategy` reduces structures element by element, scalars without an axis, and gives back this
+worker's own value of a text or bytes tensor; nothing else differs from TensorFlow's strategy.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from pipelines.errors import UserError
 
 CLUSTER_TIMEOUT = 300  # seconds a worker waits for the others to start
 WORKER_JOBS = ("chief", "worker")
+REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)  # what CollectiveReduce sums
 
 
 class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -49,8 +52,9 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     def reduce(self, reduce_op, value, axis):
         def one(v):
             local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)
-            rank = local.shape.rank
-            return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis if rank else None)
+            if local.dtype not in REDUCIBLE:  # text or bytes of the batch Keras builds from: its shape is all it reads
+                return local
+            return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis if local.shape.rank else None)
 
         return tf.nest.map_structure(one, value)
 
@@ -154,8 +158,10 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
     processes, logs = [], []
     try:
         for index in range(workers):
-            env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                                          "task": {"type": "worker", "index": index}})}
+            # Each worker's temporary files in the launcher's scratch directory: removed even after a SIGKILL.
+            (scratch / f"tmp{index}").mkdir()
+            env = {**os.environ, "TMPDIR": str(scratch / f"tmp{index}"),
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
             log = None if index == 0 else open(scratch / f"worker{index}.log", "wb")  # noqa: SIM115 (closed below)
             logs.append(log)
             processes.append(subprocess.Popen([sys.executable, "-m", "pipelines.distributed", str(config_path)],
@@ -164,14 +170,18 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
             on_start(processes)
         while True:
             codes = [p.poll() for p in processes]
-            failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
-            if failed is not None:
+            failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                # The cause: a worker killed by a signal, rather than the others failing on their lost peer.
+                first = next((i for i in failed if codes[i] < 0), failed[0])
                 stop(processes)
-                tail = "" if failed == 0 else _tail(scratch / f"worker{failed}.log")
-                print(f"tfzoo train: error: worker {failed} exited with status {codes[failed]}; the other workers "
-                      f"were stopped.{tail} Run the same command with --run-id {worker_config['run_id']} to resume "
-                      "from the last completed epoch.", file=sys.stderr, flush=True)
-                return codes[failed] if codes[failed] > 0 else 1
+                how = (f"was killed by {signal.Signals(-codes[first]).name}" if codes[first] < 0
+                       else f"exited with status {codes[first]}")
+                tail = "" if first == 0 else _tail(scratch / f"worker{first}.log")
+                print(f"tfzoo train: error: worker {first} {how}; the other workers were stopped.{tail} Run the "
+                      f"same command with --run-id {worker_config['run_id']} to resume from the last completed "
+                      "epoch.", file=sys.stderr, flush=True)
+                return codes[first] if codes[first] > 0 else 1
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(0.2)
@@ -205,21 +215,48 @@ def _tail(path: Path, lines: int = 12) -> str:
     return ("\nIts last lines:\n  " + "\n  ".join(kept) + "\n") if kept else ""
 
 
+def as_worker(work: Callable[[], int]) -> int:
+    """`work()` as one worker of a cluster: a user error is one line, and a failed worker leaves at once
+    (os._exit) with status 2 or 1: its interpreter would otherwise wait at exit for the cluster's shutdown
+    barrier, which the workers still training never reach."""
+    from pipelines.errors import user_errors
+
+    try:
+        status = user_errors(lambda _: work(), None, "tfzoo train")
+    except BaseException:  # noqa: BLE001 (any failure: shown, then the process ends)
+        traceback.print_exc()
+        status = 1
+    if status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return 0
+
+
 def worker_main(config_path: str) -> int:
     """One launched worker: the run in `config_path` under the cluster in $TF_CONFIG."""
     from pipelines import train
     from pipelines.config import RunConfig
-    from pipelines.errors import user_errors
 
     spec = json.loads(Path(config_path).read_text())
 
-    def work(_) -> int:
+    def work() -> int:
         train.train(RunConfig.from_json(spec["run"]), run_id=spec["run_id"], runs_dir=spec["runs_dir"],
                     models_dir=spec["models_dir"], data_dir=spec["data_dir"], export=spec["export"],
                     cluster_timeout=spec["cluster_timeout"])
         return 0
 
-    return user_errors(work, None, "tfzoo train")
+    return as_worker(work)
+
+
+def plain_copy(run, task, weights: list, splits) -> keras.Model:
+    """A model of no strategy holding `weights` (the trained model's `get_weights()`, which every worker
+    reads: reading may all-reduce): what the chief exports, as SavedModel signatures that read distributed
+    variables do not save. Built and adapted on the train split as in training."""
+    copy = run.build()
+    task.adapt(copy, splits)
+    copy.set_weights(weights)
+    return copy
 
 
 if __name__ == "__main__":

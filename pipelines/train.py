@@ -85,6 +85,11 @@ def train(
     """
     run = model if isinstance(model, RunConfig) else run_config.resolve(
         model, dataset=dataset, hparams=overrides, recipe=recipe_overrides, strategy=strategy, seed=seed)
+    if run.strategy == "multi_worker" and run.recipe.get("jit_compile") and not tf.config.list_physical_devices("GPU"):
+        # XLA cannot compile the all-reduce on CPU ("Collectives are not yet implemented for CPU devices").
+        print(f"tfzoo train: {run.model}: jit_compile off: XLA has no CPU collectives for multi-worker training",
+              file=sys.stderr)
+        run = dataclasses.replace(run, recipe={**run.recipe, "jit_compile": False})
     task = tasks.get(run.task)(run)
     if run.strategy == "multi_worker":
         check_distributable(task)
@@ -106,9 +111,9 @@ def train(
 
 
 def check_distributable(task: tasks.Task) -> None:
-    if not task.distributable:
-        raise UserError(f"{task.run.model} ({task.run.task}) trains in its own loop, which tf.distribute does not "
-                        "split between workers: train it on one worker (no --workers, --strategy default)")
+    if task.single_worker_reason:
+        raise UserError(f"{task.run.model} ({task.run.task}) {task.single_worker_reason}: train it on one worker "
+                        "(no --workers, --strategy default)")
 
 
 def _train(run: RunConfig, task: tasks.Task, dist: tf.distribute.Strategy, run_id: str, run_dir: Path,
@@ -130,6 +135,10 @@ def _train(run: RunConfig, task: tasks.Task, dist: tf.distribute.Strategy, run_i
         model = run.build()
         task.adapt(model, splits)
         task.compile(model, splits.steps_per_epoch)
+        if run.strategy == "multi_worker" and not model.built:
+            # Built eagerly on real inputs: under a strategy Keras builds from symbolic ones before fit, which a
+            # model that decodes text in its call (seq2seq) cannot take.
+            model(splits.sample_batch[0])
 
     hp_values = {f"model.{k}": _hp_value(v) for k, v in run.hparams.items()}
     hp_values.update({f"train.{k}": _hp_value(v) for k, v in recipe.items()})
@@ -153,12 +162,16 @@ def _train(run: RunConfig, task: tasks.Task, dist: tf.distribute.Strategy, run_i
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     export_dir = None
-    if export:  # every worker saves (saving may run collectives); the others into their temporary directory
-        export_root = models_dir if chief else run_dir / "models"
-        export_dir = exporter.export_model(model, task, splits.sample_batch, export_root,
-                                           {"dataset": run.dataset, "run_id": run_id, "recipe": dict(recipe),
-                                            "metrics": metrics})
-    return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir if chief else None, config=run)
+    if export:
+        exported = model
+        if run.strategy == "multi_worker":  # the chief exports a plain copy: distributed variables do not save
+            weights = model.get_weights()  # on every worker: reading them may all-reduce
+            exported = distributed.plain_copy(run, task, weights, splits) if chief else None
+        if chief:
+            export_dir = exporter.export_model(exported, task, splits.sample_batch, models_dir,
+                                               {"dataset": run.dataset, "run_id": run_id, "recipe": dict(recipe),
+                                                "metrics": metrics})
+    return RunResult(run_dir=run_dir, metrics=metrics, export_dir=export_dir, config=run)
 
 
 def _hp_value(value):
@@ -239,6 +252,12 @@ def run(args: argparse.Namespace) -> int:
     """Run `train` from parsed arguments; print where the results are."""
     if args.workers:
         return launch_workers(args)
+    if args.strategy == "multi_worker":
+        return distributed.as_worker(lambda: train_and_report(args))
+    return train_and_report(args)
+
+
+def train_and_report(args: argparse.Namespace) -> int:
     result = train(config_from_arguments(args), run_id=args.run_id, runs_dir=args.runs_dir,
                    models_dir=args.models_dir, data_dir=args.data_dir, export=not args.no_export,
                    profile_batches=args.profile_batches, cluster_timeout=args.cluster_timeout)
@@ -265,7 +284,8 @@ def launch_workers(args: argparse.Namespace) -> int:
         raise UserError("--profile-batches profiles one process: train without --workers to profile")
     run = dataclasses.replace(config_from_arguments(args), strategy="multi_worker")
     check_distributable(tasks.get(run.task)(run))
-    data.builder(run.dataset, args.data_dir)  # prepared once, before the workers read it
+    if run.dataset in data.list_datasets() or run.dataset.startswith("tfds:"):
+        data.builder(run.dataset, args.data_dir)  # a TFDS dataset: prepared once, before the workers read it
     run_id = args.run_id or make_run_id()
     status = distributed.launch(args.workers, {
         "run": run.to_json(), "run_id": run_id, "runs_dir": args.runs_dir, "models_dir": args.models_dir,

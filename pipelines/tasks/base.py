@@ -87,9 +87,8 @@ class Task:
     # The split an exported version's quality is measured on (`load_evaluation`): the test split, where the
     # dataset has one.
     evaluation_split: ClassVar[str] = TEST_SPLIT
-    # Whether `fit` can train on several workers (tf.distribute splitting its batches): Keras `fit` can; a task
-    # with its own loop (an agent acting in an environment) cannot.
-    distributable: ClassVar[bool] = True
+    # Why `fit` cannot train on several workers (tf.distribute splitting its batches), or None: Keras `fit` can.
+    single_worker_reason: ClassVar[str | None] = None
 
     def __init__(self, run: RunConfig):
         self.run = run

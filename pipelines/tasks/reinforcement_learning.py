@@ -60,8 +60,8 @@ class Agent(Task):
 
     # The trainer's recipe keys an agent does not read (refused by --set).
     unused_trainer_keys: ClassVar[frozenset[str]] = frozenset({"early_stopping_patience"})
-    # Acting and learning alternate in the agent's own loop: one worker.
-    distributable: ClassVar[bool] = False
+    single_worker_reason: ClassVar[str | None] = ("acts and learns in its own loop, which tf.distribute does not "
+                                                   "split between workers")
 
     @classmethod
     @override

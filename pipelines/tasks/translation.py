@@ -56,6 +56,10 @@ class Translation(Task):
 
     name = "translation"
     recipe_defaults = {"weight_decay": 1e-4}
+    # Under a multi-worker strategy Keras 3 first builds the model from a symbolic batch of the string pairs
+    # passed to `call`, which takes the token ids its train_step makes of them, and fails.
+    single_worker_reason = ("tokenizes its string pairs in its train step, which Keras's multi-worker fit cannot "
+                            "build from")
 
     @override
     def compile(self, model: keras.Model, steps_per_epoch: int) -> None:
