@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -86,23 +85,26 @@ def cluster_config(environ=os.environ) -> dict:
 
 def make_strategy(timeout: float = CLUSTER_TIMEOUT) -> MultiWorkerStrategy:
     """The strategy of the cluster in $TF_CONFIG; a worker that cannot reach the others within `timeout`
-    seconds exits with one line saying so (TensorFlow would wait for them without end)."""
+    seconds is a UserError (TensorFlow's default is to wait for them for an hour)."""
+    # TensorFlow's coordination service, configured as the strategy would, with a registration deadline: the
+    # strategy then raises DeadlineExceeded (a Python watchdog thread cannot fire: the wait holds the GIL).
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
     config = cluster_config()
-    task = config["task"]
-
-    def unreachable() -> None:
-        print(f"tfzoo train: error: {task['type']} {task['index']} did not reach the cluster in $TF_CONFIG "
-              f"({json.dumps(config['cluster'])}) within {timeout:.0f} s: start every task listed there, and check "
-              f"the addresses and that the ports are open", file=sys.stderr, flush=True)
-        os._exit(2)
-
-    watchdog = threading.Timer(timeout, unreachable)
-    watchdog.daemon = True
-    watchdog.start()
+    task, cluster = config["task"], tf.train.ClusterSpec(config["cluster"])
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+                          for job in WORKER_JOBS if job in cluster.jobs],
+        cluster_register_timeout_in_ms=int(timeout * 1000))
     try:
         return MultiWorkerStrategy()
-    finally:
-        watchdog.cancel()
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+        raise UserError(f"{task['type']} {task['index']} did not reach the cluster in $TF_CONFIG "
+                        f"({json.dumps(config['cluster'])}) within {timeout:.0f} s ({type(e).__name__}): start every "
+                        "task listed there, and check the addresses and that the ports are open") from None
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
