@@ -277,7 +277,8 @@ def report(rows: list[dict], distilled: list[float], alone: list[float], meta: d
     lines = ["# Compression: quantized, pruned and distilled zoo models beside their float sources", "",
              f"Command: `.venv/bin/python bench/compression.py --resnet-epochs {meta['resnet_epochs']}` · "
              f"measured at commit {meta['commit']} (each step's commit below) · {meta['date']} · "
-             f"{os.cpu_count()} cores · took {meta['minutes']} min", "",
+             f"{os.cpu_count()} cores · this invocation took {meta['minutes']} min (a resumed work dir: the steps "
+             "below ran in earlier invocations, at the commits listed)", "",
              "Quality: the source's own evaluation (`tfzoo evaluate`): Fashion-MNIST `test` (10,000 images) for "
              "cnn and resnet, accuracy; the character corpus' validation text for gpt, loss in nats per "
              "character. Size: the TFLite file, or the SavedModel's variables/. Latency in-process: the "

@@ -158,7 +158,7 @@ def test_distillation_trains_a_student_on_the_exported_teachers_probabilities(mo
                              settings={"student": "cnn", "temperature": 4.0})
     card = export.read_model_card(path)
     assert path.parent.name == "cnn_distill" and card["zoo_model"] == "cnn" and card["recipe"]["epochs"] == 10
-    assert card["compression"]["settings"] == {"student": "cnn", "temperature": 4.0, "alpha": 0.1}
+    assert card["compression"]["settings"] == {"student": "cnn", "temperature": 4.0, "alpha": 0.5}
     assert card["compression"]["teacher_metrics"]["test_accuracy"] > 2 * CHANCE
     assert card["metrics"]["accuracy"] > 0.5, card["metrics"]  # 10 epochs of the student's recipe
     assert card["compression"]["validation_metrics"]["accuracy"] > 0.5
