@@ -122,8 +122,9 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
     same epoch with the same weights) and saves its own, identical, state to its temporary directory."""
 
     def __init__(self, chief_backup: Path, own_backup: Path):
-        super().__init__(str(own_backup))
-        self.chief = keras.callbacks.BackupAndRestore(str(chief_backup))
+        # Two copies, as the chief keeps (pipelines.fitting): a restore falls back to the previous one alike.
+        super().__init__(str(own_backup), double_checkpoint=True)
+        self.chief = keras.callbacks.BackupAndRestore(str(chief_backup), double_checkpoint=True)
 
     @override
     def on_train_begin(self, logs=None):
@@ -144,8 +145,7 @@ def shard_by_data(dataset: tf.data.Dataset | None) -> tf.data.Dataset | None:
 # --- the local launcher -----------------------------------------------------------------------------------------
 
 
-def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOUT,
-           on_start: Callable[[list[subprocess.Popen]], None] | None = None) -> int:
+def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOUT) -> int:
     """Run `workers` trainer processes on free loopback ports, each with its TF_CONFIG, training the run in
     `worker_config` (`python -m pipelines.distributed CONFIG`). The chief's output is streamed; the others'
     go to log files. When one fails, the others are stopped and its last lines are shown. The exit status:
@@ -168,8 +168,6 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
             logs.append(log)
             processes.append(subprocess.Popen([sys.executable, "-m", "pipelines.distributed", str(config_path)],
                                               env=env, stdout=log, stderr=subprocess.STDOUT if log else None))
-        if on_start:
-            on_start(processes)
         while True:
             codes = [p.poll() for p in processes]
             failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
