@@ -14,10 +14,12 @@ the same: saving may run collective ops every worker must join). The runs direct
 workers (one machine, or a shared volume): after an interruption, every worker restores the chief's backup.
 
 Keras 3's TensorFlow trainer reduces two things wrongly under this strategy (keras-team/keras#20585): the first
-batch it inspects to build the model (a tuple of per-replica values passed whole to `Strategy.reduce`, text
-included, which no all-reduce sums) and the scalar logs (reduced along an axis they do not have).
+batch it inspects to build the model, at every `fit` and every validation (a tuple of per-replica values passed
+whole to `Strategy.reduce` without an axis: text, which no all-reduce sums, and batches whose sizes differ between
+workers, whose element-wise all-reduce aborts), and the scalar logs (reduced along an axis they do not have).
 `MultiWorkerStrategy` reduces structures element by element, scalars without an axis, and gives back this
-worker's own value of a text or bytes tensor; nothing else differs from TensorFlow's strategy.
+worker's own value of a text tensor or of a batch reduced without an axis (Keras reads only its shape; a metric's
+variables are still all-reduced); nothing else differs from TensorFlow's strategy.
 """
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     def reduce(self, reduce_op, value, axis):
         def one(v):
             local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)
-            if local.dtype not in REDUCIBLE:  # text or bytes of the batch Keras builds from: its shape is all it reads
-                return local
+            batch = axis is None and local.shape.rank and not isinstance(v, tf.Variable)  # not a metric's state
+            if local.dtype not in REDUCIBLE or batch:
+                return local  # a data batch Keras builds from (its shape is all it reads): text, or a partial batch
             return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis if local.shape.rank else None)
 
         return tf.nest.map_structure(one, value)

@@ -109,6 +109,43 @@ def test_a_killed_worker_stops_the_run_and_the_same_run_id_resumes_from_the_last
     assert leftovers(tmp_path) == []
 
 
+REDUCE = """
+import json, sys
+import tensorflow as tf
+from pipelines import distributed
+strategy = distributed.make_strategy(timeout=60)
+task = strategy.cluster_resolver.task_id
+def per_replica(make):
+    return strategy.experimental_distribute_values_from_function(lambda _: make())
+batch = per_replica(lambda: (tf.fill([64 if task == 0 else 20, 2], float(task)), tf.constant(["a", "b"])))
+images, text = strategy.reduce("MEAN", batch, axis=None)  # what Keras does with the batch it builds from
+loss = strategy.reduce("MEAN", per_replica(lambda: tf.constant(2.0 + 2 * task)), axis=0)  # a scalar log
+total = strategy.reduce("SUM", per_replica(lambda: tf.fill([3], float(task + 1))), axis=0)
+print(json.dumps({"images": images.shape.as_list(), "mean": float(tf.reduce_mean(images)), "text": text.shape[0],
+                  "loss": float(loss), "total": float(total)}))
+"""
+
+
+def test_reduce_gives_each_worker_its_own_batch_and_all_reduces_logs_and_axes():
+    """Workers whose batches differ in size (the last, partial batch of a split) reduce them as Keras's trainer
+    does, without an axis: each keeps its own (an element-wise all-reduce would abort); logs are averaged."""
+    cluster = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    workers = [subprocess.Popen([sys.executable, "-c", REDUCE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
+                                    {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["images"] for r in results] == [[64, 2], [20, 2]]
+    assert [r["mean"] for r in results] == [0.0, 1.0]  # its own values, not averaged with the other's
+    assert [r["text"] for r in results] == [2, 2]
+    assert [r["loss"] for r in results] == [3.0, 3.0]  # mean of 2 and 4 on both
+    assert [r["total"] for r in results] == [3 * 3.0] * 2  # (1 + 2) summed along the axis of 3 elements
+
+
 def test_a_malformed_or_unreachable_cluster_is_one_line_and_leaves_nothing(tmp_path, data_dir):
     env = {"TFZOO_DATA_DIR": str(data_dir)}
     malformed = tfzoo_train(tmp_path, "--strategy", "multi_worker", "--run-id", "x",
