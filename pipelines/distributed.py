@@ -61,6 +61,18 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         return tf.nest.map_structure(one, value)
 
 
+def synchronize_batch_norm(model: keras.Model) -> int:
+    """Every BatchNormalization layer of `model` normalizes a training batch with the statistics of the whole
+    global batch (Keras's `synchronized=True`: sums all-reduced between the replicas), as one worker training on
+    that batch would; the number of layers changed. Otherwise each replica normalizes its share alone, and since
+    Keras 3 creates the moving statistics without an aggregation, each replica's copy drifts apart from the
+    others' (the chief exports its own)."""
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
+
+
 def cluster_config(environ=os.environ) -> dict:
     """$TF_CONFIG, checked: a cluster of chief/worker addresses and this process's task in it."""
     text = environ.get("TF_CONFIG")
