@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 f"{name.split()[0].strip('-')}-{len(rows)}")
             rows.append({"model": model, "config": name, "command": "tfzoo " + " ".join(command[:-7]),
                          "examples_per_s": metrics["train_examples_per_second"],
-                         "test_accuracy": metrics["test_accuracy"], "cpu_minutes": cpu})
+                         "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
+                         "train_loss": metrics["loss"], "cpu_minutes": cpu})
             print(json.dumps(rows[-1]), flush=True)
     reduces = {}
     for model in ("cnn", "resnet"):
@@ -162,10 +163,12 @@ def report(rows: list[dict], reduces: dict, recoveries: list[dict], meta: dict) 
              "Fashion-MNIST: train = train[:90%], test = `test` (10,000 images), each model's recipe and seed 0, "
              "fewer epochs than the recipe (the point is the same result and the overhead, not a figure of merit). "
              "One run per cell (each is minutes of 2 cores); the all-reduce and recovery are repeated.", "",
-             "| model | run | train examples/s | test accuracy | CPU min | command |", "|---|---|---|---|---|---|"]
+             "BatchNorm is synchronized across the workers (`pipelines.distributed.synchronize_batch_norm`).", "",
+             "| model | run | train examples/s | last epoch's train loss | test loss | test accuracy | CPU min | "
+             "command |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['config']} | {r['examples_per_s']:,.0f} | {r['test_accuracy']:.4f} | "
-                     f"{r['cpu_minutes']} | `{r['command']}` |")
+        lines.append(f"| {r['model']} | {r['config']} | {r['examples_per_s']:,.0f} | {r['train_loss']:.4f} | "
+                     f"{r['test_loss']:.4f} | {r['test_accuracy']:.4f} | {r['cpu_minutes']} | `{r['command']}` |")
     lines += ["", "## All-reduce per step", "",
               "Two one-thread worker processes on 127.0.0.1 all-reduce (sum) one float32 tensor the size of the "
               "model's trainable weights (what a step's gradients are): ms per call, median (range) of 3 rounds of "
