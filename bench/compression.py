@@ -5,8 +5,9 @@ Trains the sources through the command line (`tfzoo train`: cnn with seeds 0-2, 
 evaluation code and split: Fashion-MNIST `test`, the character corpus' validation text for gpt), in-process
 latency at batch 1 and examples/s at batch 32 (SavedModel signature call, or LiteRT with one interpreter of as
 many threads as cores), and the served p50 at concurrency 1 over gRPC (tfzoo-model-server with
---prefer_tflite_model). Distillation: the resnet teaches cnn students (seeds 0-2), beside the cnn trained alone
-with the same recipe and seeds.
+--prefer_tflite_model). Distillation: the resnet teaches two students, the cnn and a narrow cnn (width=0.25: 8,
+16 and 16 units, 1/14 of its weights), seeds 0-2, each beside the same student trained alone with the same recipe
+and seeds.
 
 Settings are chosen on validation (train[90%:]), the test split read only by the chosen ones: pruning's
 epochs and learning rate, and distillation's temperature and alpha (seed 0), each from a small grid run with
@@ -45,6 +46,7 @@ PRUNE_GRID = [*({"prune_epochs": e, "prune_learning_rate": lr} for e in (4, 10) 
               {"prune_epochs": 10, "prune_learning_rate": 2e-3}, {"prune_epochs": 20, "prune_learning_rate": 1e-3}]
 # keras-io's setting (T=10, alpha=0.1), Hinton et al.'s lower temperatures, and an even mix with the labels.
 DISTILL_GRID = [{"temperature": t, "alpha": a} for t, a in ((10.0, 0.1), (4.0, 0.1), (4.0, 0.5), (2.0, 0.5))]
+NARROW = "width=0.25"  # the narrow student: the cnn with a quarter of its units
 
 
 def tfzoo(*args: str, work: Path) -> float:
@@ -203,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="tfzoo-compression-bench-"))
     step = Steps(work)
 
-    for seed in SEEDS:  # the students alone; seed 0 is also the float cnn every method compresses
+    for seed in SEEDS:  # the students alone; cnn seed 0 is also the float cnn every method compresses
         step(f"cnn seed {seed}", "train", "cnn", "--seed", str(seed))
+        step(f"cnn {NARROW} seed {seed}", "train", "cnn", "--set", NARROW, "--seed", str(seed), work=work / "narrow")
     step("resnet", "train", "resnet", "--epochs", str(args.resnet_epochs))
     step("gpt", "train", "gpt")
     # Compress the float sources: cnn seed 0 (version 1), resnet, gpt.
@@ -217,12 +220,17 @@ def main(argv: list[str] | None = None) -> int:
                                 ["compress", "cnn", "--method", "prune", "--version", "1"])
     step(f"cnn prune {json.dumps(prune, sort_keys=True)}", "compress", "cnn", "--method", "prune", "--version", "1",
          *settings_args(prune))
-    distill, distill_tried = choose(step, "distill", DISTILL_GRID, ["compress", "resnet", "--method", "distill"])
-    distilled_versions = []
-    for seed in SEEDS:
-        key = f"distill seed {seed} {json.dumps(distill, sort_keys=True)}"
-        step(key, "compress", "resnet", "--method", "distill", "--seed", str(seed), *settings_args(distill))
-        distilled_versions.append(step.version(key, work / "models" / "resnet_distill"))
+    students = {}
+    for student, grid, alone_dir in (("cnn", DISTILL_GRID, work), (f"cnn {NARROW}", [
+            {**g, "student_set": NARROW} for g in DISTILL_GRID], work / "narrow")):
+        name = "distill" if student == "cnn" else f"distill {NARROW}"
+        chosen, tried = choose(step, name, grid, ["compress", "resnet", "--method", "distill"])
+        versions = []
+        for seed in SEEDS:
+            key = f"{name} seed {seed} {json.dumps(chosen, sort_keys=True)}"
+            step(key, "compress", "resnet", "--method", "distill", "--seed", str(seed), *settings_args(chosen))
+            versions.append(step.version(key, work / "models" / "resnet_distill"))
+        students[student] = {"chosen": chosen, "tried": tried, "versions": versions, "alone_dir": alone_dir}
 
     if args.steps_only:
         return 0
@@ -247,15 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                                for r in rows])
     for r in rows:
         r["served_p50_ms"] = served[r["model"] if r["method"] == "float" else f"{r['model']}_{r['method']}"]
-    distilled = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"]["accuracy"]
-                 for v in distilled_versions]
-    alone = [_source_metrics(work / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
+    for found in students.values():
+        found["distilled"] = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"][
+            "accuracy"] for v in found.pop("versions")]
+        found["alone"] = [_source_metrics(found.pop("alone_dir") / "models" / "cnn" / str(seed + 1))["accuracy"]
+                          for seed in SEEDS]
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),
-            "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried},
-            "distill": {"chosen": distill, "tried": distill_tried}}
-    RECORD.write_text(json.dumps({"rows": rows, "distilled": distilled, "alone": alone, **meta}, indent=2))
-    RESULTS.write_text(report(rows, distilled, alone, meta))
+            "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried}}
+    RECORD.write_text(json.dumps({"rows": rows, "distill": students, **meta}, indent=2))
+    RESULTS.write_text(report(rows, students, meta))
     print(RESULTS.read_text())
     return 0
 
@@ -273,7 +282,7 @@ def quality(metrics: dict) -> tuple[str, float]:
     return ("accuracy", metrics["accuracy"]) if "accuracy" in metrics else ("loss", metrics["loss"])
 
 
-def report(rows: list[dict], distilled: list[float], alone: list[float], meta: dict) -> str:
+def report(rows: list[dict], students: dict, meta: dict) -> str:
     lines = ["# Compression: quantized, pruned and distilled zoo models beside their float sources", "",
              f"Command: `.venv/bin/python bench/compression.py --resnet-epochs {meta['resnet_epochs']}` · "
              f"measured at commit {meta['commit']} (each step's commit below) · {meta['date']} · "
@@ -327,19 +336,19 @@ def report(rows: list[dict], distilled: list[float], alone: list[float], meta: d
                      f">= 0.8): {'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target "
                      f"within 1): {'MET' if delta >= -1 else 'NOT MET'}; zipped "
                      f"{floats['cnn']['zipped_bytes'] / r['zipped_bytes']:.2f}x smaller")
-    if distilled and alone:
+    for student, found in students.items():
+        distilled, alone = found["distilled"], found["alone"]
         gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
-        lines.append(f"- distill (resnet teaches cnn, {settings_text(meta['distill']['chosen'])}): distilled "
-                     f"{', '.join(f'{a:.4f}' for a in distilled)} (mean "
-                     f"{statistics.fmean(distilled):.4f}) vs cnn alone {', '.join(f'{a:.4f}' for a in alone)} (mean "
-                     f"{statistics.fmean(alone):.4f}), seeds 0-2: {gain:+.2f} points (target >= +0.5): "
-                     f"{'MET' if gain >= 0.5 else 'NOT MET'}")
+        lines.append(f"- distill (resnet teaches {student}, {settings_text(found['chosen'])}): distilled "
+                     f"{', '.join(f'{a:.4f}' for a in distilled)} (mean {statistics.fmean(distilled):.4f}) vs "
+                     f"{student} alone {', '.join(f'{a:.4f}' for a in alone)} (mean {statistics.fmean(alone):.4f}), "
+                     f"seeds 0-2: {gain:+.2f} points (target >= +0.5): {'MET' if gain >= 0.5 else 'NOT MET'}")
     lines += ["", "## Settings chosen on validation", "",
               "Each setting of the grid run once (seed 0) with `--no-test`: the validation accuracy (train[90%:]) "
               "of its last epoch; the highest is chosen, then run and tested (distillation: seeds 0-2).", ""]
-    for name in ("prune", "distill"):
-        for tried in meta[name]["tried"]:
-            chosen = all(tried[k] == v for k, v in meta[name]["chosen"].items())
+    for name, found in (("prune", meta["prune"]), *((f"distill to {s}", f) for s, f in students.items())):
+        for tried in found["tried"]:
+            chosen = all(tried[k] == v for k, v in found["chosen"].items())
             lines.append(f"- {name} {settings_text(tried)}: validation accuracy {tried['validation_accuracy']:.4f}"
                          f"{' (chosen)' if chosen else ''}")
     lines += ["", "## Commands, CPU minutes and the commit each ran at", ""]

@@ -14,7 +14,8 @@ Methods:
   prune            magnitude pruning to `sparsity` with a polynomial schedule while fine-tuning on the train
                    split (Keras callback + masks), exported as a SavedModel whose zeros compress (zip)
   distill          knowledge distillation: the exported classifier teaches a `student` zoo model (default
-                   cnn) trained with the student's own recipe (`pipelines.distillation`)
+                   cnn) trained with the student's own recipe (`pipelines.distillation`); `student_set` holds
+                   the student's own --set overrides, comma-separated (e.g. --set student_set=width=0.25)
 
 A TFLite method's version holds the source's float SavedModel and `model.tflite` beside it: TF Serving and
 tfzoo-model-server serve the TFLite file with `--prefer_tflite_model`, the SavedModel otherwise. The model card
@@ -45,7 +46,7 @@ TFLITE_TASKS = ("image_classification", "segmentation")
 # Pruning's epochs and rate and distillation's temperature and alpha: the best of bench/compression.py's grids
 # on cnn's validation split (bench/results/compression.md; keras-io's example uses temperature 10, alpha 0.1).
 SETTINGS = {"calibration_examples": 300, "sparsity": 0.8, "prune_epochs": 20, "prune_learning_rate": 1e-3,
-            "student": "cnn", "temperature": 2.0, "alpha": 0.5}
+            "student": "cnn", "student_set": "", "temperature": 2.0, "alpha": 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ METHODS = {m.name: m for m in (
            "fine-tunes on the model's own task: cnn and resnet", ("sparsity", "prune_epochs", "prune_learning_rate")),
     Method("distill", lambda model, task: task == "image_classification" and model in ("resnet", "cnn"),
            "teaches with the class probabilities of a Fashion-MNIST classifier (resnet, cnn)",
-           ("student", "temperature", "alpha")),
+           ("student", "student_set", "temperature", "alpha")),
 )}
 
 
@@ -369,7 +370,8 @@ def _distill(source: Path, target: Path, method: str, settings: dict, *, data_di
     from pipelines.train import make_run_id
 
     card = export.read_model_card(source)
-    run = config.resolve(settings["student"], dataset=card["dataset"], seed=seed)
+    sets = [item.strip() for item in settings["student_set"].split(",") if item.strip()]
+    run = config.resolve(settings["student"], dataset=card["dataset"], seed=seed, sets=sets)
     if run.task != card["task"]:
         raise UserError(f"student {run.model} ({run.task}) cannot learn from {card['name']} ({card['task']})")
     keras.utils.set_random_seed(seed)

@@ -173,6 +173,7 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
     config_path = scratch / "run.json"
     config_path.write_text(json.dumps({**worker_config, "cluster_timeout": timeout}))
     processes, logs = [], []
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         for index in range(workers):
             # Each worker's temporary files in the launcher's scratch directory: removed even after a SIGKILL.
@@ -182,7 +183,8 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
             log = None if index == 0 else open(scratch / f"worker{index}.log", "wb")  # noqa: SIM115 (closed below)
             logs.append(log)
             processes.append(subprocess.Popen([sys.executable, "-m", "pipelines.distributed", str(config_path)],
-                                              env=env, stdout=log, stderr=subprocess.STDOUT if log else None))
+                                              env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                              preexec_fn=_die_with_parent))
         while True:
             codes = [p.poll() for p in processes]
             failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
@@ -200,14 +202,28 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(0.2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (a job scheduler, `timeout`, `kill`)
         stop(processes)
         raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for log in logs:
             if log:
                 log.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _exit_on_signal(signum, frame) -> None:  # noqa: ARG001 (a signal handler's signature)
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In a worker, before exec: the kernel sends it SIGKILL when the launcher dies, however it dies (Linux's
+    PR_SET_PDEATHSIG; a worker waiting in a collective for its lost peers would otherwise wait for ever)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def stop(processes: list[subprocess.Popen], grace: float = 10.0) -> None:

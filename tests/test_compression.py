@@ -155,15 +155,19 @@ def test_compressing_what_does_not_apply_is_a_one_line_error_and_a_failed_write_
 
 def test_distillation_trains_a_student_on_the_exported_teachers_probabilities(models, data_dir, tmp_path):
     path = compress.compress("cnn", "distill", models_dir=models, data_dir=data_dir, runs_dir=tmp_path,
-                             settings={"student": "cnn", "temperature": 4.0})
+                             settings={"student": "cnn", "student_set": "width=0.5", "temperature": 4.0})
     card = export.read_model_card(path)
     assert path.parent.name == "cnn_distill" and card["zoo_model"] == "cnn" and card["recipe"]["epochs"] == 10
-    assert card["compression"]["settings"] == {"student": "cnn", "temperature": 4.0, "alpha": 0.5}
+    assert card["compression"]["settings"] == {"student": "cnn", "student_set": "width=0.5", "temperature": 4.0,
+                                               "alpha": 0.5}
+    assert card["hparams"]["width"] == 0.5  # a narrower student than the teacher's cnn
     assert card["compression"]["teacher_metrics"]["test_accuracy"] > 2 * CHANCE
     assert card["metrics"]["accuracy"] > 0.5, card["metrics"]  # 10 epochs of the student's recipe
     assert card["compression"]["validation_metrics"]["accuracy"] > 0.5
     model, *_ = compress.keras_model(path, data_dir)  # the student, rebuilt from the card
-    assert model.name == "cnn"
+    assert model.name == "cnn" and model.layers[1].filters == 16
+    with pytest.raises(UserError, match="cnn has no hyperparameter or recipe entry 'depth'"):
+        compress.compress("cnn", "distill", models_dir=models, data_dir=data_dir, settings={"student_set": "depth=8"})
 
 
 def test_the_teacher_answers_each_fixed_train_image_once_beside_it(models, data_dir):

@@ -180,6 +180,25 @@ def test_batch_norm_trained_on_several_replicas_uses_the_global_batchs_statistic
     assert result["True"] == [5.0, 5.0]  # the global batch's mean on both
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_workers_do_not_outlive_their_launcher(tmp_path, data_dir, how):
+    """A launcher stopped by a scheduler (SIGTERM) stops its workers and removes its scratch directory; one
+    killed outright takes its workers with it (they would otherwise wait in a collective for ever)."""
+    launcher = tfzoo_train(tmp_path, "--workers", "2", "--run-id", "orphans", wait=False,
+                           env={"TFZOO_DATA_DIR": str(data_dir)})
+    deadline = time.monotonic() + 300
+    while len(workers := psutil.Process(launcher.pid).children()) < 2:
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+        time.sleep(0.05)
+    os.kill(launcher.pid, how)
+    launcher.communicate(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []
+    if how == signal.SIGTERM:
+        assert launcher.returncode == 128 + signal.SIGTERM
+        assert [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("tfzoo-workers-")] == []
+
+
 def test_a_malformed_or_unreachable_cluster_is_one_line_and_leaves_nothing(tmp_path, data_dir):
     env = {"TFZOO_DATA_DIR": str(data_dir)}
     malformed = tfzoo_train(tmp_path, "--strategy", "multi_worker", "--run-id", "x",
