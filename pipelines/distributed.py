@@ -18,8 +18,9 @@ batch it inspects to build the model, at every `fit` and every validation (a tup
 whole to `Strategy.reduce` without an axis: text, which no all-reduce sums, and batches whose sizes differ between
 workers, whose element-wise all-reduce aborts), and the scalar logs (reduced along an axis they do not have).
 `MultiWorkerStrategy` reduces structures element by element, scalars without an axis, and gives back this
-worker's own value of a text tensor or of a batch reduced without an axis (Keras reads only its shape; a metric's
-variables are still all-reduced); nothing else differs from TensorFlow's strategy.
+worker's own value of a text tensor or of per-replica values reduced without an axis (a batch: Keras reads only its
+shape; a metric's variables and plain tensors are still all-reduced); nothing else differs from TensorFlow's
+strategy.
 """
 from __future__ import annotations
 
@@ -53,7 +54,10 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     def reduce(self, reduce_op, value, axis):
         def one(v):
             local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)
-            batch = axis is None and local.shape.rank and not isinstance(v, tf.Variable)  # not a metric's state
+            # Keras's batch: per-replica values (not a metric's sync-on-read variable, nor a plain tensor such as
+            # the distributed iterator's count of workers that still have data, which must be all-reduced).
+            batch = (axis is None and local.shape.rank and isinstance(v, tf.distribute.DistributedValues)
+                     and not isinstance(v, tf.Variable))
             if local.dtype not in REDUCIBLE or batch:
                 return local  # a data batch Keras builds from (its shape is all it reads): text, or a partial batch
             return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis if local.shape.rank else None)

@@ -121,8 +121,10 @@ batch = per_replica(lambda: (tf.fill([64 if task == 0 else 20, 2], float(task)),
 images, text = strategy.reduce("MEAN", batch, axis=None)  # what Keras does with the batch it builds from
 loss = strategy.reduce("MEAN", per_replica(lambda: tf.constant(2.0 + 2 * task)), axis=0)  # a scalar log
 total = strategy.reduce("SUM", per_replica(lambda: tf.fill([3], float(task + 1))), axis=0)
+# How tf.distribute's iterator agrees that every worker's data has ended: a plain [1] tensor, summed.
+having = strategy.reduce("SUM", tf.constant([task], tf.int64), axis=None)
 print(json.dumps({"images": images.shape.as_list(), "mean": float(tf.reduce_mean(images)), "text": text.shape[0],
-                  "loss": float(loss), "total": float(total)}))
+                  "loss": float(loss), "total": float(total), "having": having.numpy().tolist()}))
 """
 
 
@@ -144,6 +146,7 @@ def test_reduce_gives_each_worker_its_own_batch_and_all_reduces_logs_and_axes():
     assert [r["text"] for r in results] == [2, 2]
     assert [r["loss"] for r in results] == [3.0, 3.0]  # mean of 2 and 4 on both
     assert [r["total"] for r in results] == [3 * 3.0] * 2  # (1 + 2) summed along the axis of 3 elements
+    assert [r["having"] for r in results] == [[1], [1]]  # all-reduced: else the workers' last steps disagree
 
 
 BATCH_NORM = """
