@@ -43,6 +43,7 @@ from typing_extensions import override
 from pipelines.errors import UserError
 
 CLUSTER_TIMEOUT = 300  # seconds a worker waits for the others to start
+LAUNCHER_PID = "TFZOO_LAUNCHER_PID"  # set by `launch` in its workers' environment
 WORKER_JOBS = ("chief", "worker")
 REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)  # what CollectiveReduce sums
 
@@ -187,8 +188,8 @@ def launch(workers: int, worker_config: dict, *, timeout: float = CLUSTER_TIMEOU
             log = None if index == 0 else open(scratch / f"worker{index}.log", "wb")  # noqa: SIM115 (closed below)
             logs.append(log)
             processes.append(subprocess.Popen([sys.executable, "-m", "pipelines.distributed", str(config_path)],
-                                              env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                              preexec_fn=_die_with_parent))
+                                              env={**env, LAUNCHER_PID: str(os.getpid())}, stdout=log,
+                                              stderr=subprocess.STDOUT if log else None))
         while True:
             codes = [p.poll() for p in processes]
             failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
@@ -221,13 +222,19 @@ def _exit_on_signal(signum, frame) -> None:  # noqa: ARG001 (a signal handler's 
     raise SystemExit(128 + signum)
 
 
-def _die_with_parent() -> None:
-    """In a worker, before exec: the kernel sends it SIGKILL when the launcher dies, however it dies (Linux's
-    PR_SET_PDEATHSIG; a worker waiting in a collective for its lost peers would otherwise wait for ever)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def die_with_launcher() -> None:
+    """In a launched worker, first thing: the kernel sends it SIGKILL when the launcher dies, however it dies
+    (Linux's PR_SET_PDEATHSIG; a worker waiting in a collective for its lost peers would otherwise wait for ever).
+    Set here rather than between fork and exec, which is unsafe in a process with threads; a launcher that died
+    before this ran is seen as a changed parent."""
+    launcher = os.environ.pop(LAUNCHER_PID, None)
+    if launcher is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(launcher):
+        os._exit(1)
 
 
 def stop(processes: list[subprocess.Popen], grace: float = 10.0) -> None:
@@ -270,6 +277,7 @@ def as_worker(work: Callable[[], int]) -> int:
 
 def worker_main(config_path: str) -> int:
     """One launched worker: the run in `config_path` under the cluster in $TF_CONFIG."""
+    die_with_launcher()
     from pipelines import train
     from pipelines.config import RunConfig
 
