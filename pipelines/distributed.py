@@ -13,14 +13,13 @@ and the export; the others write theirs to a temporary directory, deleted at the
 the same: saving may run collective ops every worker must join). The runs directory must be shared by the
 workers (one machine, or a shared volume): after an interruption, every worker restores the chief's backup.
 
-Keras 3's TensorFlow trainer reduces two things wrongly under this strategy (keras-team/keras#20585): the first
-batch it inspects to build the model, at every `fit` and every validation (a tuple of per-replica values passed
-whole to `Strategy.reduce` without an axis: text, which no all-reduce sums, and batches whose sizes differ between
-workers, whose element-wise all-reduce aborts), and the scalar logs (reduced along an axis they do not have).
-`MultiWorkerStrategy` reduces structures element by element, scalars without an axis, and gives back this
-worker's own value of a text tensor or of per-replica values reduced without an axis (a batch: Keras reads only its
-shape; a metric's variables and plain tensors are still all-reduced); nothing else differs from TensorFlow's
-strategy.
+Keras 3's TensorFlow trainer mishandles two things under this strategy (keras-team/keras#20585). At the start of
+every `fit` and `evaluate` it takes one batch from a new iterator of the dataset, all-reduces it whole (text, which
+no all-reduce sums, and partial batches of different sizes abort it) and leaves that iterator behind while a second
+one reads the pass: over a `.cache()`d split the two raced, and an evaluation ended early on 82% of the test split
+(seen in bench/distributed.py). `build_from_specs` makes Keras build from the dataset's element spec instead, so no
+batch is taken. And its scalar logs are reduced along an axis they do not have: `MultiWorkerStrategy` reduces a
+scalar without one; nothing else differs from TensorFlow's strategy.
 """
 from __future__ import annotations
 
@@ -45,7 +44,6 @@ from pipelines.errors import UserError
 CLUSTER_TIMEOUT = 300  # seconds a worker waits for the others to start
 LAUNCHER_PID = "TFZOO_LAUNCHER_PID"  # set by `launch` in its workers' environment
 WORKER_JOBS = ("chief", "worker")
-REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)  # what CollectiveReduce sums
 
 
 class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -53,17 +51,21 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 
     @override
     def reduce(self, reduce_op, value, axis):
-        def one(v):
-            local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)
-            # Keras's batch: per-replica values (not a metric's sync-on-read variable, nor a plain tensor such as
-            # the distributed iterator's count of workers that still have data, which must be all-reduced).
-            batch = (axis is None and local.shape.rank and isinstance(v, tf.distribute.DistributedValues)
-                     and not isinstance(v, tf.Variable))
-            if local.dtype not in REDUCIBLE or batch:
-                return local  # a data batch Keras builds from (its shape is all it reads): text, or a partial batch
-            return super(MultiWorkerStrategy, self).reduce(reduce_op, v, axis if local.shape.rank else None)
+        local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else tf.convert_to_tensor(value)
+        return super().reduce(reduce_op, value, axis if local.shape.rank else None)
 
-        return tf.nest.map_structure(one, value)
+
+def build_from_specs(model: keras.Model) -> None:
+    """Make Keras's trainer build `model`'s metrics and losses from each dataset's element spec (shapes and
+    dtypes, batch dimension unknown) rather than from a batch it takes from a new iterator (see the module doc)."""
+    original = model._maybe_symbolic_build
+
+    def build(iterator=None, data_batch=None):
+        if data_batch is None and iterator is not None:
+            data_batch = iterator.data_adapter.get_tf_dataset().element_spec
+        return original(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build
 
 
 def synchronize_batch_norm(model: keras.Model) -> int:

@@ -139,6 +139,8 @@ def _train(run: RunConfig, task: tasks.Task, dist: tf.distribute.Strategy, run_i
             # Built eagerly on real inputs: under a strategy Keras builds from symbolic ones before fit, which a
             # model that decodes text in its call (seq2seq) cannot take.
             model(splits.sample_batch[0])
+        if run.strategy == "multi_worker":
+            distributed.build_from_specs(model)
         if dist.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
 

@@ -110,27 +110,42 @@ def test_a_killed_worker_stops_the_run_and_the_same_run_id_resumes_from_the_last
 
 
 REDUCE = """
-import json, sys
-import tensorflow as tf
+import json
+import keras, tensorflow as tf
 from pipelines import distributed
 strategy = distributed.make_strategy(timeout=60)
 task = strategy.cluster_resolver.task_id
 def per_replica(make):
     return strategy.experimental_distribute_values_from_function(lambda _: make())
-batch = per_replica(lambda: (tf.fill([64 if task == 0 else 20, 2], float(task)), tf.constant(["a", "b"])))
-images, text = strategy.reduce("MEAN", batch, axis=None)  # what Keras does with the batch it builds from
-loss = strategy.reduce("MEAN", per_replica(lambda: tf.constant(2.0 + 2 * task)), axis=0)  # a scalar log
+loss = strategy.reduce("MEAN", per_replica(lambda: tf.constant(2.0 + 2 * task)), axis=0)  # a scalar log, as Keras
 total = strategy.reduce("SUM", per_replica(lambda: tf.fill([3], float(task + 1))), axis=0)
 # How tf.distribute's iterator agrees that every worker's data has ended: a plain [1] tensor, summed.
 having = strategy.reduce("SUM", tf.constant([task], tf.int64), axis=None)
-print(json.dumps({"images": images.shape.as_list(), "mean": float(tf.reduce_mean(images)), "text": text.shape[0],
-                  "loss": float(loss), "total": float(total), "having": having.numpy().tolist()}))
+# Keras builds from the datasets' specs: each pass of fit and evaluate is one pass over the data, none extra.
+passes = []
+def first(i):  # a pass that reads example 0
+    if int(i) == 0:
+        passes.append(1)
+    return i
+def example(i):
+    i = tf.reshape(tf.py_function(first, [i], tf.int64), [])
+    return tf.fill([4], tf.cast(i % 2, tf.float32)), i % 2
+def dataset():  # known cardinality, as the zoo's TFDS splits
+    return distributed.shard_by_data(tf.data.Dataset.range(100).map(example).batch(32))
+with strategy.scope():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+distributed.build_from_specs(model)
+model.fit(dataset(), epochs=2, verbose=0)
+evaluated = model.evaluate(dataset(), verbose=0, return_dict=True)
+print(json.dumps({"loss": float(loss), "total": float(total), "having": having.numpy().tolist(),
+                  "passes": len(passes), "evaluated": sorted(evaluated)}))
 """
 
 
-def test_reduce_gives_each_worker_its_own_batch_and_all_reduces_logs_and_axes():
-    """Workers whose batches differ in size (the last, partial batch of a split) reduce them as Keras's trainer
-    does, without an axis: each keeps its own (an element-wise all-reduce would abort); logs are averaged."""
+def test_reduce_and_build_as_keras_needs_them_on_two_workers():
+    """Scalar logs are averaged (Keras reduces them along an axis they lack), the iterator's count of workers
+    with data is all-reduced, and Keras builds from the datasets' specs: no stray iterator, no extra pass."""
     cluster = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     workers = [subprocess.Popen([sys.executable, "-c", REDUCE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
@@ -140,13 +155,13 @@ def test_reduce_gives_each_worker_its_own_batch_and_all_reduces_logs_and_axes():
     for worker in workers:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err[-3000:]
+        assert "ran out of data" not in err
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert [r["images"] for r in results] == [[64, 2], [20, 2]]
-    assert [r["mean"] for r in results] == [0.0, 1.0]  # its own values, not averaged with the other's
-    assert [r["text"] for r in results] == [2, 2]
     assert [r["loss"] for r in results] == [3.0, 3.0]  # mean of 2 and 4 on both
     assert [r["total"] for r in results] == [3 * 3.0] * 2  # (1 + 2) summed along the axis of 3 elements
     assert [r["having"] for r in results] == [[1], [1]]  # all-reduced: else the workers' last steps disagree
+    assert [r["passes"] for r in results] == [3, 3]  # two epochs and one evaluation
+    assert results[0]["evaluated"] == ["accuracy", "loss"]
 
 
 BATCH_NORM = """
