@@ -7,7 +7,7 @@ latency at batch 1 and examples/s at batch 32 (SavedModel signature call, or Lit
 many threads as cores), and the served p50 at concurrency 1 over gRPC (tfzoo-model-server with
 --prefer_tflite_model). Distillation: the resnet teaches two students, the cnn and a narrow cnn (width=0.25: 8,
 16 and 16 units, 1/14 of its weights), seeds 0-2, each beside the same student trained alone with the same recipe
-and seeds.
+and seeds (the narrow student with the temperature and alpha chosen for the cnn student).
 
 Settings are chosen on validation (train[90%:]), the test split read only by the chosen ones: pruning's
 epochs and learning rate, and distillation's temperature and alpha (seed 0), each from a small grid run with
@@ -221,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     step(f"cnn prune {json.dumps(prune, sort_keys=True)}", "compress", "cnn", "--method", "prune", "--version", "1",
          *settings_args(prune))
     students = {}
-    for student, grid, alone_dir in (("cnn", DISTILL_GRID, work), (f"cnn {NARROW}", [
-            {**g, "student_set": NARROW} for g in DISTILL_GRID], work / "narrow")):
+    for student, alone_dir in (("cnn", work), (f"cnn {NARROW}", work / "narrow")):
         name = "distill" if student == "cnn" else f"distill {NARROW}"
-        chosen, tried = choose(step, name, grid, ["compress", "resnet", "--method", "distill"])
+        if student == "cnn":
+            chosen, tried = choose(step, name, DISTILL_GRID, ["compress", "resnet", "--method", "distill"])
+        else:  # the temperature and alpha chosen on validation for the cnn student, not tuned again
+            chosen, tried = {**students["cnn"]["chosen"], "student_set": NARROW}, []
         versions = []
         for seed in SEEDS:
             key = f"{name} seed {seed} {json.dumps(chosen, sort_keys=True)}"
