@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     for found in students.values():
         found["distilled"] = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"][
             "accuracy"] for v in found.pop("versions")]
-        found["alone"] = [_source_metrics(found.pop("alone_dir") / "models" / "cnn" / str(seed + 1))["accuracy"]
-                          for seed in SEEDS]
+        alone_dir = found.pop("alone_dir")
+        found["alone"] = [_source_metrics(alone_dir / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),
             "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried}}
