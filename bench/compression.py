@@ -222,10 +222,11 @@ def main(argv: list[str] | None = None) -> int:
          *settings_args(prune))
     students = {}
     for student, alone_dir in (("cnn", work), (f"cnn {NARROW}", work / "narrow")):
-        name = "distill" if student == "cnn" else f"distill {NARROW}"
         if student == "cnn":
+            name = "distill"
             chosen, tried = choose(step, name, DISTILL_GRID, ["compress", "resnet", "--method", "distill"])
         else:  # the temperature and alpha chosen on validation for the cnn student, not tuned again
+            name = f"distill {NARROW}"
             chosen, tried = {**students["cnn"]["chosen"], "student_set": NARROW}, []
         versions = []
         for seed in SEEDS:
