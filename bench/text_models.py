@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -92,12 +93,12 @@ def write(figures: list[dict], command: str) -> None:
         "# Text and sequence models: quality",
         "",
         f"Command: `{command}` · commit {git_commit()}",
-        f"(under `nice -n 15`, 2 shared CPU cores, {platform.processor() or platform.machine()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"({os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average at the end {os.getloadavg()[0]:.1f}).",
         "Each case trained by `pipelines.train` with the model's default recipe (overrides: its run below), exported,",
         "and evaluated through the exported SavedModel's signature on the test split (`tfzoo evaluate`). CPU minutes:",
-        "process CPU time (all threads) of training + test evaluation + export; the machine was shared with other",
-        "jobs, so wall minutes are an upper bound.",
+        "process CPU time (all threads) of training + test evaluation + export; other jobs on the machine lengthen",
+        "the wall minutes, not the results.",
         "",
         "| model | dataset | result (test split) | baseline / target | CPU min | wall min | epochs |",
         "|---|---|---|---|---|---|---|",
