@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     models = args.models.split(",")
     repeats = parse_repeats(args.repeats, models)
-    machine = f"{os.cpu_count()} cores ({cpu_model()}, shared with other work), {platform.machine()}, {versions()}"
+    machine = f"{os.cpu_count()} cores ({cpu_model()}), {platform.machine()}, {versions()}"
     prepared = subprocess.run([sys.executable, __file__, "--prepare"], cwd=REPO, capture_output=True, text=True)
     if prepared.returncode:
         sys.exit(f"preparing the datasets failed:\n{prepared.stderr[-3000:]}")
