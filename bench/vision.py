@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -143,7 +144,7 @@ def run(config: str) -> dict:
         "serving_predictions_per_second": round(serving_throughput(result.export_dir, model), 1),
         "hparams": run_config["hparams"], "recipe": run_config["recipe"],
         "command": f"tfzoo train {model} {sets}".strip() + f"   # or: .venv/bin/python bench/vision.py {config}",
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (shared)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": __import__("provenance").git_commit(),
     }
@@ -166,7 +167,8 @@ def report(records: dict) -> str:
         "Written by `bench/vision.py` (see its docstring). Quality is measured on the exported SavedModel",
         "(`pipelines.evaluate`) on the test split named below; CPU minutes are the training process's user +",
         "system time; serving is tfzoo-model-server, gRPC `serving_default`, batch 1, 4 client threads, 10 s,",
-        "on the same shared 2-core machine (other jobs were running: wall-clock figures vary up to 2x).", "",
+        "on the same machine (its cores and load are in each configuration's section below: other jobs on it",
+        "slow the wall-clock figures, up to 2x, not the quality).", "",
         "| config | data (test split) | metric | value | target | verdict | train CPU min | train wall min "
         "| train images/s | serving predictions/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
