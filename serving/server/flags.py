@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("num_tflite_interpreters_per_pool", int, 1, "Number of TFLite interpreters in an interpreter pool.")
     flag("tensorflow_session_config_file", str, "",
          "If non-empty, read an ascii TensorFlow Session ConfigProto protobuf from the supplied file name. Parts "
-         "of it (threads, parallelism) are overridden by the corresponding command line flags.")
+         "of it (threads, parallelism) are overridden by the corresponding command line flags. (Here: without "
+         "a file, TensorFlow's defaults with thread spinning off, `experimental { disable_thread_spinning: "
+         "true }`, which leaves the cores to the request threads; a file is taken as written.)")
     flag("thread_pool_factory_config_file", str, "",
          "If non-empty, read an ascii ThreadPoolConfig protobuf from the supplied file name.")
     flag("mixed_precision", str, "", "specify mixed_precision mode")

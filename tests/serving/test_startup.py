@@ -163,3 +163,18 @@ def test_the_initial_models_load_in_parallel_and_later_versions_with_num_load_th
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config), timeout=120)
         assert post(server, "added:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]})
+
+
+def test_thread_spinning_is_off_by_default_and_a_session_config_file_is_taken_as_written(tmp_path):
+    from serving.server.core import Options, ServerCore
+
+    config = ServerCore(Options()).model_session_config("cnn")
+    assert config.experimental.disable_thread_spinning  # the request threads keep the cores
+    assert [pool.global_name for pool in config.session_inter_op_thread_pool] == ["tfzoo-model:cnn"]
+    (tmp_path / "spin.txt").write_text("inter_op_parallelism_threads: 2")
+    core = ServerCore(Options(tensorflow_session_config_file=str(tmp_path / "spin.txt"),
+                              tensorflow_intra_op_parallelism=1))
+    config = core.model_session_config("cnn")
+    assert not config.experimental.disable_thread_spinning  # TensorFlow's default, as the file asks
+    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (2, 1)
+    assert config.session_inter_op_thread_pool[0].num_threads == 2
