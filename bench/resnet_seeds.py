@@ -29,6 +29,7 @@ REPORT = BENCH / "results" / "resnet-seeds.md"
 WORK = BENCH / ".resnet-seeds"
 TARGET = 0.945
 sys.path.insert(0, str(REPO))
+sys.path.append(str(BENCH))  # after the repository: bench/serving.py must not shadow the serving package
 
 
 def cpu_seconds() -> float:
@@ -42,6 +43,8 @@ def commit() -> str:
 
 
 def measure(seed: int) -> dict:
+    from vision import serving_throughput  # bench/vision.py: the same served figure as its other rows
+
     from pipelines import evaluate, train
 
     before, started = cpu_seconds(), time.perf_counter()
@@ -49,11 +52,16 @@ def measure(seed: int) -> dict:
     result = train.train("resnet", seed=seed, run_id=f"seed-{seed}", runs_dir=WORK / "runs",
                          models_dir=WORK / f"models-{seed}", verbose=2)
     train_cpu, train_wall = cpu_seconds() - before, time.perf_counter() - started
+    load = os.getloadavg()[0]
     scores = evaluate.evaluate(result.export_dir, split="test")
+    run = json.loads((result.run_dir / "config.json").read_text())
     return {"seed": seed, "test_accuracy": scores["accuracy"], "test_examples": scores["examples"],
             "val_accuracy": result.metrics.get("val_accuracy"), "train_cpu_minutes": round(train_cpu / 60, 1),
-            "train_wall_minutes": round(train_wall / 60, 1), "recipe": dict(result.config.recipe),
-            "hparams": dict(result.config.hparams), "commit": commit(),
+            "train_wall_minutes": round(train_wall / 60, 1),
+            "train_images_per_second": result.metrics["train_examples_per_second"],
+            "serving_predictions_per_second": round(serving_throughput(result.export_dir, "resnet"), 1),
+            "dataset": run["dataset"], "splits": run["splits"], "recipe": dict(result.config.recipe),
+            "hparams": dict(result.config.hparams), "commit": commit(), "load_average": round(load, 1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count()}
 
 
@@ -67,18 +75,20 @@ def report(records: list[dict]) -> str:
         "# resnet: test accuracy over seeds, recipe chosen on validation", "",
         "Command: `nice -n 10 .venv/bin/python bench/resnet_seeds.py` · commits "
         f"{', '.join(sorted({r['commit'] for r in records}))}"
-        f" · {records[0]['cores']} cores (shared with other work: wall minutes are not a speed figure) · data: "
+        f" · {records[0]['cores']} cores (the load average at the end of each seed's training is in its row: "
+        "above the core count, other work shared the machine and the wall minutes are not a speed figure) · data: "
         "Fashion-MNIST, train on `train[:90%]`, validation `train[90%:]`, test `test` (10,000 images, read once "
         "per seed, after training).", "",
         "Recipe (zoo/resnet.py, chosen by validation accuracy in bench/results/resnet-recipe.md): "
         f"`{json.dumps(records[0]['recipe'])}`; hyperparameters `{json.dumps(records[0]['hparams'])}`.", "",
         "| seed | val accuracy (last epoch) | test accuracy (flip-averaged export) | train CPU min | train wall min "
-        "| date |",
-        "|---|---|---|---|---|---|"]
+        "| load average | served predictions/s | commit | date |",
+        "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         val = f"{r['val_accuracy']:.4f}" if r["val_accuracy"] is not None else "-"
         lines.append(f"| {r['seed']} | {val} | {r['test_accuracy']:.4f} | {r['train_cpu_minutes']} "
-                     f"| {r['train_wall_minutes']} | {r['date']} |")
+                     f"| {r['train_wall_minutes']} | {r.get('load_average', '-')} "
+                     f"| {r.get('serving_predictions_per_second', '-')} | {r['commit']} | {r['date']} |")
     lines += ["", f"**Mean ± sd over {len(records)} seeds: {mean:.4f} ± {sd:.4f}** (min {min(accuracies):.4f}, "
               f"max {max(accuracies):.4f}); target {TARGET} on the mean: {verdict}.", ""]
     return "\n".join(lines)
