@@ -75,8 +75,9 @@ def report(records: list[dict]) -> str:
         "# resnet: test accuracy over seeds, recipe chosen on validation", "",
         "Command: `nice -n 10 .venv/bin/python bench/resnet_seeds.py` · commits "
         f"{', '.join(sorted({r['commit'] for r in records}))}"
-        f" · {records[0]['cores']} cores (the load average at the end of each seed's training is in its row: "
-        "above the core count, other work shared the machine and the wall minutes are not a speed figure) · data: "
+        f" · {records[0]['cores']} cores (the load average at the end of each seed's training is in its row; "
+        "the training's own threads count in it, about 3 on 2 cores alone; wall minutes are a speed figure only "
+        "for a seed that had the machine to itself, CPU minutes hardly move) · data: "
         "Fashion-MNIST, train on `train[:90%]`, validation `train[90%:]`, test `test` (10,000 images, read once "
         "per seed, after training).", "",
         "Recipe (zoo/resnet.py, chosen by validation accuracy in bench/results/resnet-recipe.md): "
