@@ -41,6 +41,7 @@ WORK = BENCH / ".vision"
 SERVE_SECONDS, SERVE_THREADS = 10.0, 4
 
 sys.path.insert(0, str(REPO))
+import resnet_seeds  # noqa: E402  (bench/: resnet's row is the mean of its seeds)
 
 # name -> model, hyperparameter overrides, recipe overrides, the metric and its target (None: no target).
 CONFIGS = {
@@ -52,7 +53,6 @@ CONFIGS = {
     "mobilenet_v2": ("mobilenet_v2", {"weights": "none", "backbone_size": 32}, {"epochs": 1}, "accuracy", None),
 }
 RESNET_CPU_MINUTES = 60  # the resnet target holds within this much training CPU time
-SEEDS_RECORD = RESULTS / "resnet-seeds.json"  # bench/resnet_seeds.py: resnet's row is the mean of its seeds
 NOTES = {
     "resnet": "the mean over the seeds of bench/resnet_seeds.py (each seed's figures in "
               "bench/results/resnet-seeds.md), the recipe chosen on validation in bench/results/resnet-recipe.md.",
@@ -157,7 +157,7 @@ def seeds_record() -> dict | None:
     pipeline, export and served measurement as `run`), so that its figure is never one lucky seed."""
     import statistics
 
-    seeds = json.loads(SEEDS_RECORD.read_text()) if SEEDS_RECORD.is_file() else []
+    seeds = json.loads(resnet_seeds.RECORD.read_text()) if resnet_seeds.RECORD.is_file() else []
     if not seeds:
         return None
 
@@ -190,8 +190,8 @@ def verdict(record: dict) -> str:
     """MET / NOT MET against the target (the resnet target also bounds the training CPU time)."""
     if record["target"] is None:
         return "no target"
-    if record.get("seed_count", 3) < 3:
-        return f"not judged: {record['seed_count']} of 3 seeds"
+    if record.get("seed_count", len(resnet_seeds.SEEDS)) < len(resnet_seeds.SEEDS):
+        return f"not judged: {record['seed_count']} of {len(resnet_seeds.SEEDS)} seeds"
     met = record["value"] >= record["target"]
     if record["model"] == "resnet":
         met = met and record["train_cpu_minutes"] <= RESNET_CPU_MINUTES
@@ -268,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
         args.configs = []
     for config in [] if args.report else args.configs:
         if config == "resnet":  # its row is the mean of bench/resnet_seeds.py's seeds
-            import resnet_seeds
-
             resnet_seeds.main([])
             continue
         records[config] = run(config)
