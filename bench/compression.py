@@ -17,7 +17,7 @@ tested.
 Each step records the commit it ran at in work/steps.json; rerun with the same --work to resume (finished steps
 are kept, the measurements are repeated).
 
-    .venv/bin/python bench/compression.py --resnet-epochs 10      # ~170 CPU minutes on 2 cores
+    .venv/bin/python bench/compression.py --resnet-epochs 30      # ~220 CPU minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -193,7 +193,8 @@ def served_p50(work: Path, names: list[str], requests: int = 300) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resnet-epochs", type=int, default=10, help="the teacher's and resnet source's epochs")
+    parser.add_argument("--resnet-epochs", type=int, default=30,
+                        help="the teacher's and resnet source's epochs (default: 30, resnet's own recipe)")
     parser.add_argument("--work", type=Path, help="work dir (default: a new temporary one; reuse to resume)")
     parser.add_argument("--steps-only", action="store_true",
                         help="run the training and compression steps, not the measurements (measure later, alone on "
