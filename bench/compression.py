@@ -5,19 +5,21 @@ Trains the sources through the command line (`tfzoo train`: cnn with seeds 0-2, 
 evaluation code and split: Fashion-MNIST `test`, the character corpus' validation text for gpt), in-process
 latency at batch 1 and examples/s at batch 32 (SavedModel signature call, or LiteRT with one interpreter of as
 many threads as cores), and the served p50 at concurrency 1 over gRPC (tfzoo-model-server with
---prefer_tflite_model). Distillation: the resnet teaches two students, the cnn and a narrow cnn (width=0.25: 8,
+--prefer_tflite_model). Distillation: a resnet teaches two students, the cnn and a narrow cnn (width=0.25: 8,
 16 and 16 units, 1/14 of its weights), seeds 0-2, each beside the same student trained alone with the same recipe
-and seeds (the narrow student with the temperature and alpha chosen for the cnn student).
+and seeds (the narrow student with the teacher, temperature and alpha chosen for the cnn student). Two teachers
+are trained: resnet's own recipe (label smoothing 0.1, the float resnet every method compresses) and the same
+without label smoothing.
 
 Settings are chosen on validation (train[90%:]), the test split read only by the chosen ones: pruning's
-epochs and learning rate, and distillation's temperature and alpha (seed 0), each from a small grid run with
+epochs and learning rate, and distillation's teacher, temperature and alpha (seed 0), each from a small grid run with
 `tfzoo compress --no-test` into work/choice/; the chosen setting is then run (3 seeds for distillation) and
 tested.
 
 Each step records the commit it ran at in work/steps.json; rerun with the same --work to resume (finished steps
 are kept, the measurements are repeated).
 
-    .venv/bin/python bench/compression.py --resnet-epochs 30      # ~220 CPU minutes on 2 cores
+    .venv/bin/python bench/compression.py --resnet-epochs 30      # ~210 CPU minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -44,8 +46,12 @@ SEEDS = (0, 1, 2)
 
 PRUNE_GRID = [*({"prune_epochs": e, "prune_learning_rate": lr} for e in (4, 10) for lr in (2e-4, 1e-3)),
               {"prune_epochs": 10, "prune_learning_rate": 2e-3}, {"prune_epochs": 20, "prune_learning_rate": 1e-3}]
-# keras-io's setting (T=10, alpha=0.1), Hinton et al.'s lower temperatures, and an even mix with the labels.
-DISTILL_GRID = [{"temperature": t, "alpha": a} for t, a in ((10.0, 0.1), (4.0, 0.1), (4.0, 0.5), (2.0, 0.5))]
+# keras-io's setting (T=10, alpha=0.1), Hinton et al.'s lower temperatures, and an even mix with the labels;
+# each with two teachers: resnet's recipe (label smoothing 0.1: version 1) and the same without label smoothing
+# (version 2), as Mueller et al. (2019, "When does label smoothing help?") found smoothed teachers distill worse.
+SETTINGS = [{"temperature": t, "alpha": a} for t, a in ((10.0, 0.1), (4.0, 0.1), (4.0, 0.5), (2.0, 0.5))]
+DISTILL_GRID = SETTINGS + [{**s, "teacher": "no_smoothing"} for s in SETTINGS]
+TEACHER_VERSIONS = {None: 1, "no_smoothing": 2}  # the resnet version each teacher is in work/models
 NARROW = "width=0.25"  # the narrow student: the cnn with a quarter of its units
 
 
@@ -83,29 +89,36 @@ class Steps:
 
 
 def settings_args(settings: dict) -> list[str]:
-    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    """`--set key=value` for each setting (a distillation `teacher` is in the command: distill_command)."""
+    return [arg for key, value in settings.items() if key != "teacher" for arg in ("--set", f"{key}={value}")]
 
 
-def choose(steps: Steps, name: str, grid: list[dict], command: list[str]) -> tuple[dict, list[dict]]:
-    """Run `command` (a `tfzoo compress ... --no-test`) with each setting of `grid` into work/choice/ (sources
-    linked from work/models); the setting of the highest validation accuracy, and every setting's."""
+def distill_command(settings: dict) -> list[str]:
+    """`tfzoo compress resnet --method distill` from the resnet version of the teacher the setting names."""
+    return ["compress", "resnet", "--method", "distill", "--version", str(TEACHER_VERSIONS[settings.get("teacher")])]
+
+
+def choose(steps: Steps, name: str, grid: list[dict], command) -> tuple[dict, list[dict]]:
+    """Run `command(setting)` (a `tfzoo compress ...`, then `--no-test` and the setting's `--set`s) for each
+    setting of `grid` into work/choice/ (sources linked from work/models); the setting of the highest validation
+    accuracy, and every setting's."""
     from pipelines import export
 
     choice = steps.work / "choice"
     (choice / "models").mkdir(parents=True, exist_ok=True)
-    model = command[1]
+    model = command(grid[0])[1]
     if not (choice / "models" / model).exists():
         (choice / "models" / model).symlink_to(steps.work / "models" / model)
     tried = []
     for settings in grid:
         key = f"{name} choice {json.dumps(settings, sort_keys=True)}"
-        steps(key, *command, "--no-test", *settings_args(settings), work=choice)
-        out = choice / "models" / f"{model}_{command[3]}"
+        steps(key, *command(settings), "--no-test", *settings_args(settings), work=choice)
+        out = choice / "models" / f"{model}_{command(settings)[3]}"
         card = export.read_model_card(out / str(steps.version(key, out)))
         assert not card["metrics"], "a choice run must not read the test split"
         tried.append({**settings, "validation_accuracy": card["compression"]["validation_metrics"]["accuracy"]})
     best = max(tried, key=lambda t: t["validation_accuracy"])
-    return {k: best[k] for k in grid[0]}, tried
+    return {k: v for k, v in best.items() if k != "validation_accuracy"}, tried
 
 
 def newest(work: Path, model: str) -> Path:
@@ -210,29 +223,30 @@ def main(argv: list[str] | None = None) -> int:
         step(f"cnn seed {seed}", "train", "cnn", "--seed", str(seed))
         step(f"cnn {NARROW} seed {seed}", "train", "cnn", "--set", NARROW, "--seed", str(seed), work=work / "narrow")
     step("resnet", "train", "resnet", "--epochs", str(args.resnet_epochs))
+    step("resnet no_smoothing", "train", "resnet", "--epochs", str(args.resnet_epochs), "--set", "label_smoothing=0.0")
     step("gpt", "train", "gpt")
     # Compress the float sources: cnn seed 0 (version 1), resnet, gpt.
     for method in ("tflite_dynamic", "tflite_float16", "tflite_int8", "keras_int8"):
         step(f"cnn {method}", "compress", "cnn", "--method", method, "--version", "1")
     for method in ("tflite_dynamic", "tflite_int8"):
-        step(f"resnet {method}", "compress", "resnet", "--method", method)
+        step(f"resnet {method}", "compress", "resnet", "--method", method, "--version", "1")
     step("gpt keras_int8", "compress", "gpt", "--method", "keras_int8")
     prune, prune_tried = choose(step, "cnn prune", PRUNE_GRID,
-                                ["compress", "cnn", "--method", "prune", "--version", "1"])
+                                lambda _: ["compress", "cnn", "--method", "prune", "--version", "1"])
     step(f"cnn prune {json.dumps(prune, sort_keys=True)}", "compress", "cnn", "--method", "prune", "--version", "1",
          *settings_args(prune))
     students = {}
     for student, alone_dir in (("cnn", work), (f"cnn {NARROW}", work / "narrow")):
         if student == "cnn":
             name = "distill"
-            chosen, tried = choose(step, name, DISTILL_GRID, ["compress", "resnet", "--method", "distill"])
+            chosen, tried = choose(step, name, DISTILL_GRID, distill_command)
         else:  # the temperature and alpha chosen on validation for the cnn student, not tuned again
             name = f"distill {NARROW}"
             chosen, tried = {**students["cnn"]["chosen"], "student_set": NARROW}, []
         versions = []
         for seed in SEEDS:
             key = f"{name} seed {seed} {json.dumps(chosen, sort_keys=True)}"
-            step(key, "compress", "resnet", "--method", "distill", "--seed", str(seed), *settings_args(chosen))
+            step(key, *distill_command(chosen), "--seed", str(seed), *settings_args(chosen))
             versions.append(step.version(key, work / "models" / "resnet_distill"))
         students[student] = {"chosen": chosen, "tried": tried, "versions": versions, "alone_dir": alone_dir}
 
@@ -266,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         found["alone"] = [_source_metrics(alone_dir / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),
-            "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried}}
+            "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried},
+            "teachers": {teacher or "label_smoothing": export.read_model_card(work / "models" / "resnet" / str(v))[
+                "metrics"]["test_accuracy"] for teacher, v in TEACHER_VERSIONS.items()}}
     RECORD.write_text(json.dumps({"rows": rows, "distill": students, **meta}, indent=2))
     RESULTS.write_text(report(rows, students, meta))
     print(RESULTS.read_text())
@@ -340,6 +356,10 @@ def report(rows: list[dict], students: dict, meta: dict) -> str:
                      f">= 0.8): {'MET' if r['sparsity'] >= 0.8 else 'NOT MET'}; accuracy {delta:+.2f} points (target "
                      f"within 1): {'MET' if delta >= -1 else 'NOT MET'}; zipped "
                      f"{floats['cnn']['zipped_bytes'] / r['zipped_bytes']:.2f}x smaller")
+    if "teachers" in meta:
+        lines.append("- teachers (resnet, " + ", ".join(f"{name}: test accuracy {accuracy:.4f} as its training "
+                                                        "run measured it" for name, accuracy in
+                                                        meta["teachers"].items()) + ")")
     for student, found in students.items():
         distilled, alone = found["distilled"], found["alone"]
         gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
