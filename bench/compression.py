@@ -372,7 +372,8 @@ def report(rows: list[dict], students: dict, meta: dict) -> str:
               "of its last epoch; the highest is chosen, then run and tested (distillation: seeds 0-2).", ""]
     for name, found in (("prune", meta["prune"]), *((f"distill to {s}", f) for s, f in students.items())):
         for tried in found["tried"]:
-            chosen = all(tried[k] == v for k, v in found["chosen"].items())
+            chosen = {k: v for k, v in tried.items() if k != "validation_accuracy"} == {
+                k: v for k, v in found["chosen"].items() if k != "student_set"}
             lines.append(f"- {name} {settings_text(tried)}: validation accuracy {tried['validation_accuracy']:.4f}"
                          f"{' (chosen)' if chosen else ''}")
     lines += ["", "## Commands, CPU minutes and the commit each ran at", ""]
