@@ -51,7 +51,8 @@ PRUNE_GRID = [*({"prune_epochs": e, "prune_learning_rate": lr} for e in (4, 10) 
 # (version 2), as Mueller et al. (2019, "When does label smoothing help?") found smoothed teachers distill worse.
 SETTINGS = [{"temperature": t, "alpha": a} for t, a in ((10.0, 0.1), (4.0, 0.1), (4.0, 0.5), (2.0, 0.5))]
 DISTILL_GRID = SETTINGS + [{**s, "teacher": "no_smoothing"} for s in SETTINGS]
-TEACHER_VERSIONS = {None: 1, "no_smoothing": 2}  # the resnet version each teacher is in work/models
+TEACHER_VERSIONS = {"label_smoothing": 1, "no_smoothing": 2}  # each teacher's resnet version in work/models
+DEFAULT_TEACHER = "label_smoothing"  # a setting without a `teacher` key
 NARROW = "width=0.25"  # the narrow student: the cnn with a quarter of its units
 
 
@@ -95,7 +96,8 @@ def settings_args(settings: dict) -> list[str]:
 
 def distill_command(settings: dict) -> list[str]:
     """`tfzoo compress resnet --method distill` from the resnet version of the teacher the setting names."""
-    return ["compress", "resnet", "--method", "distill", "--version", str(TEACHER_VERSIONS[settings.get("teacher")])]
+    version = TEACHER_VERSIONS[settings.get("teacher", DEFAULT_TEACHER)]
+    return ["compress", "resnet", "--method", "distill", "--version", str(version)]
 
 
 def choose(steps: Steps, name: str, grid: list[dict], command) -> tuple[dict, list[dict]]:
@@ -112,8 +114,9 @@ def choose(steps: Steps, name: str, grid: list[dict], command) -> tuple[dict, li
     tried = []
     for settings in grid:
         key = f"{name} choice {json.dumps(settings, sort_keys=True)}"
-        steps(key, *command(settings), "--no-test", *settings_args(settings), work=choice)
-        out = choice / "models" / f"{model}_{command(settings)[3]}"
+        argv = command(settings)
+        steps(key, *argv, "--no-test", *settings_args(settings), work=choice)
+        out = choice / "models" / f"{model}_{argv[3]}"
         card = export.read_model_card(out / str(steps.version(key, out)))
         assert not card["metrics"], "a choice run must not read the test split"
         tried.append({**settings, "validation_accuracy": card["compression"]["validation_metrics"]["accuracy"]})
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),
             "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried},
-            "teachers": {teacher or "label_smoothing": export.read_model_card(work / "models" / "resnet" / str(v))[
+            "teachers": {teacher: export.read_model_card(work / "models" / "resnet" / str(v))[
                 "metrics"]["test_accuracy"] for teacher, v in TEACHER_VERSIONS.items()}}
     RECORD.write_text(json.dumps({"rows": rows, "distill": students, **meta}, indent=2))
     RESULTS.write_text(report(rows, students, meta))
