@@ -115,8 +115,8 @@ def report(records: list[dict], speed: dict | None, meta: dict) -> str:
     lines = ["# Reinforcement learning: agents against gymnasium's thresholds, and the served policy", "",
              f"Command: `.venv/bin/python bench/rl.py` (cells may be re-run alone with `--only`: each row's commit "
              f"is listed under Commands) · report written at commit {meta['commit']} · {meta['date']} · "
-             f"{os.cpu_count()} cores, shared with another bench: CPU minutes are each command's own, wall minutes "
-             "are not speed figures", "",
+             f"{os.cpu_count()} cores: CPU minutes are each command's own; wall minutes and the served actions/s "
+             "slow down with other work on the machine" + (f" · {meta['note']}" if meta.get("note") else ""), "",
              "Each row trains through the command shown (plus `--run-id`, `--runs-dir`, `--models-dir`). After each "
              "epoch (5,000 steps for dqn, 25,000 for q_learning) the greedy policy plays 100 validation episodes "
              "(seeds 10,000-10,099); the run keeps the weights of its best validation epoch and, with "
@@ -165,12 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=[*CELLS, "serving"],
                         help="cells to run (default: all; none: rewrite the report from the record)")
+    parser.add_argument("--note", help="how the machine was used during the run, for the report's header (kept in "
+                                       "the record until a later run replaces it)")
     args = parser.parse_args(argv)
     cells = [*CELLS, "serving"] if args.only is None else args.only
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tfzoo-rl-bench-"))
     records = json.loads(RECORD.read_text())["records"] if RECORD.is_file() else []
     speed = json.loads(RECORD.read_text()).get("speed") if RECORD.is_file() else None
+    note = args.note if args.note is not None else (json.loads(RECORD.read_text()).get("note")
+                                                     if RECORD.is_file() else None)
     for name in cells:
         if name == "serving":
             continue
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(speed), flush=True)
     records.sort(key=lambda r: (list(CELLS).index(r["cell"]), r["seed"]))
     meta = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "minutes": (time.perf_counter() - started) / 60}
+            "minutes": (time.perf_counter() - started) / 60, "note": note}
     RECORD.write_text(json.dumps({"records": records, "speed": speed, **meta}, indent=2))
     RESULTS.write_text(report(records, speed, meta))
     print(RESULTS.read_text())

@@ -8,18 +8,22 @@ For each model (cnn, resnet, gpt) two sides run, each in its own process, interl
           hook (optimizer, schedule, loss, metrics, XLA as the recipe says), the same data as numpy arrays fed
           through `Dataset.from_tensor_slices(...).shuffle().batch().map().prefetch()` with the same preprocessing,
           `model.fit(..., validation_data=...)` with the default callbacks, then `model.evaluate` on the test split.
+  ref-spe only where tfzoo's recipe sets `steps_per_execution` above Keras's default of 1 (gpt): the reference
+          with that setting too, reported beside the others (not judged), to show what of tfzoo's speed it is.
 
 Both sides run with verbose=2 and one extra callback, `Timeline`, which records the wall-clock time of every
 train and validation batch's *begin* and of every epoch and validation begin/end (begin hooks only: Keras calls
 them synchronously, and a callback that leaves the batch-end hooks alone keeps Keras's asynchronous batch-end
 dispatch as it would be without it). From the timeline:
 
-  examples/s       batch size / the median train step (begin to next begin) of the epochs after the first
+  examples/s       batch size / the median train step of the epochs after the first (the time from one call's
+                   begin to the next's, divided by the steps between them: `steps_per_execution` steps a call)
   boundary pauses  per epoch k, each beyond its expected compute time: `train->val` (last train step begin to
                    first validation step begin, minus a median train step), `val tail` (last validation step
                    begin to validation end, minus a median validation step), `after val` (validation end to the
                    second train step begin of epoch k+1, minus a median train step: the epoch-end callbacks, the
-                   next epoch's first batch); the largest of these over the run is judged
+                   next epoch's first batch); the largest of these over the run is judged. With several steps a
+                   call, "a step" in these is a call's steps (the trainer refuses epochs of part of a call)
   fit end          the last epoch's end to `on_train_end` (Keras drops the cached validation iterator there)
   wall             fit() alone, and the whole process (start to exit, measured by this script)
 
@@ -76,7 +80,7 @@ def make_timeline():
             self.events.append((kind, index, time.time()))
 
         def on_train_begin(self, logs=None):
-            self.mark("train_begin")
+            self.mark("train_begin", self.model.steps_per_execution)  # batch hooks run once per that many steps
 
         def on_epoch_begin(self, epoch, logs=None):
             self.mark("epoch_begin", epoch)
@@ -183,8 +187,9 @@ def text_datasets(run):
     return (*(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE) for ds in (train, validation, test)), steps)
 
 
-def run_reference(model: str) -> dict:
-    """The plain-Keras reference (see the module doc)."""
+def run_reference(model: str, steps_per_execution: bool = False) -> dict:
+    """The plain-Keras reference (see the module doc); with `steps_per_execution`, that of tfzoo's recipe (Keras's
+    default, 1, without)."""
     import keras
 
     from pipelines import config, tasks
@@ -194,6 +199,8 @@ def run_reference(model: str) -> dict:
     train, validation, test, steps = (text_datasets if run.task == "language_modelling" else image_datasets)(run)
     net = run.build()
     tasks.get(run.task)(run).compile(net, steps)
+    if steps_per_execution:
+        net.steps_per_execution = run.recipe["steps_per_execution"]  # as compile(steps_per_execution=...) sets it
     timeline = make_timeline()
     start = time.perf_counter()
     net.fit(train, validation_data=validation, epochs=run.recipe["epochs"], callbacks=[timeline], verbose=2)
@@ -204,17 +211,21 @@ def run_reference(model: str) -> dict:
 
 
 def prepare() -> None:
-    """Build the datasets (TFDS, once) and warm the file cache, so that no measured run pays for either."""
-    from pipelines import data
+    """Build the datasets (TFDS, once) and warm the file cache, so that no measured run pays for either; print
+    each model's steps_per_execution (its recipe's, as tfzoo trains it) as JSON."""
+    from pipelines import config, data
     from zoo import get
 
     for model in RECIPES:
         data.builder(get(model).default_dataset)
+    print(json.dumps({model: config.resolve(model, recipe=RECIPES[model]).recipe["steps_per_execution"]
+                      for model in RECIPES}))
 
 
 def child(side: str, model: str, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="training-speed-") as workdir:
-        result = run_tfzoo(model, Path(workdir)) if side == "tfzoo" else run_reference(model)
+        result = (run_tfzoo(model, Path(workdir)) if side == "tfzoo"
+                  else run_reference(model, steps_per_execution=side == "ref-spe"))
     result["done"] = time.time()
     out.write_text(json.dumps(result))
 
@@ -248,16 +259,16 @@ def launch(side: str, model: str, workdir: Path, index: int) -> dict:
 
 def analyse(record: dict) -> dict:
     """Steady-state examples/s and the pauses at each epoch boundary, from a run's timeline."""
-    epochs, train_begin, train_end = [], None, None
-    for kind, _, t in record["events"]:
+    epochs, train_begin, train_end, per_call = [], None, None, 1
+    for kind, index, t in record["events"]:
         if kind == "train_begin":
-            train_begin = t
+            train_begin, per_call = t, max(1, index)  # -1 in timelines recorded before steps_per_execution
         elif kind == "epoch_begin":
             epochs.append({"begin": t, "batches": [], "test_batches": []})
         elif kind == "batch":
-            epochs[-1]["batches"].append(t)
+            epochs[-1]["batches"].append((index, t))
         elif kind == "test_batch":
-            epochs[-1]["test_batches"].append(t)
+            epochs[-1]["test_batches"].append((index, t))
         elif kind in ("test_begin", "test_end"):
             epochs[-1][kind] = t
         elif kind == "epoch_end":
@@ -265,22 +276,25 @@ def analyse(record: dict) -> dict:
         elif kind == "train_end":
             train_end = t
 
-    def steps(times):
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+    def steps(begins):
+        """Seconds per step between consecutive calls' begins (a call runs `per_call` steps, so many batches)."""
+        return [(tb - ta) / (ib - ia) for (ia, ta), (ib, tb) in zip(begins, begins[1:], strict=False)]
 
     steady = epochs[1:] or epochs
     step = statistics.median(d for e in steady for d in steps(e["batches"]))
     val_step = statistics.median(d for e in steady for d in steps(e["test_batches"]))
     boundaries = []
     for k, e in enumerate(epochs):
-        boundary = {"epoch": k, "train->val": e["test_batches"][0] - e["batches"][-1] - step,
-                    "val tail": e["test_end"] - e["test_batches"][-1] - val_step,
+        boundary = {"epoch": k, "train->val": e["test_batches"][0][1] - e["batches"][-1][1] - per_call * step,
+                    "val tail": e["test_end"] - e["test_batches"][-1][1] - per_call * val_step,
                     "epoch-end callbacks": e["end"] - e["test_end"]}
         if k + 1 < len(epochs):
-            boundary["after val"] = epochs[k + 1]["batches"][1] - e["test_end"] - step
+            (first, _), (second, begun) = epochs[k + 1]["batches"][:2]
+            boundary["after val"] = begun - e["test_end"] - (second - first) * step
         boundaries.append(boundary)
     pause, segment, epoch = max((b[key], key, b["epoch"]) for b in boundaries for key in JUDGED if key in b)
     return {"examples_per_second": record["batch_size"] / step, "step_ms": step * 1e3, "val_step_ms": val_step * 1e3,
+            "steps_per_execution": per_call,
             "boundaries": boundaries, "largest_pause": pause, "largest_pause_at": f"`{segment}` of epoch {epoch}",
             "fit_end_seconds": train_end - epochs[-1]["end"], "fit_seconds": record["fit_seconds"],
             "outside_callbacks_seconds": record["fit_seconds"] - (train_end - train_begin)}
@@ -309,11 +323,16 @@ def versions() -> str:
 
 def model_section(model: str, runs: list[dict]) -> tuple[list[str], list[str]]:
     """The model's table rows (one per side) and its target lines."""
-    sides = {side: [r for r in runs if r["side"] == side] for side in ("ref", "tfzoo")}
+    sides = {side: [r for r in runs if r["side"] == side] for side in ("ref", "tfzoo", "ref-spe")}
+    per_call = max((r.get("steps_per_execution", 1) for r in sides["tfzoo"]), default=1)
+    names = {"ref": "plain Keras", "tfzoo": "tfzoo" + (f" (steps_per_execution={per_call})" if per_call > 1 else ""),
+             "ref-spe": f"plain Keras, steps_per_execution={per_call}"}
     rows = []
     for side, rs in sides.items():
+        if not rs:
+            continue
         rows.append(
-            f"| {model} | {'plain Keras' if side == 'ref' else 'tfzoo'} | {len(rs)} "
+            f"| {model} | {names[side]} | {len(rs)} "
             f"| {spread([r['examples_per_second'] for r in rs], 0)} | {spread([r['step_ms'] for r in rs], 2)} "
             f"| {spread([r['largest_pause'] for r in rs], 2)} | {spread([r['fit_end_seconds'] for r in rs], 2)} "
             f"| {spread([r['outside_callbacks_seconds'] for r in rs], 2)} "
@@ -343,6 +362,13 @@ def model_section(model: str, runs: list[dict]) -> tuple[list[str], list[str]]:
         f"{spread([r['process_seconds'] for r in ours])} s vs {spread([r['process_seconds'] for r in ref])} s: "
         f"{wall:.3f}x the median)",
     ]
+    if same := sides["ref-spe"]:  # not judged: where tfzoo's gain over the plain script comes from
+        targets.append(
+            f"- {model}, not a target: plain Keras given the same steps_per_execution={per_call} as tfzoo's "
+            f"recipe runs {median(same, 'examples_per_second') / median(ref, 'examples_per_second'):.3f}x the "
+            f"plain reference's examples/s; tfzoo runs "
+            f"{median(ours, 'examples_per_second') / median(same, 'examples_per_second'):.3f}x its examples/s and "
+            f"{median(ours, 'process_seconds') / median(same, 'process_seconds'):.3f}x its whole-run wall time")
     return rows, targets
 
 
@@ -397,7 +423,10 @@ def render(runs: list[dict], argv: list[str], started: float, machine: str) -> s
         f"invocation: {(time.perf_counter() - started) / 60:.1f} min; the load average around each run is in "
         "the last table).", "",
         "Method: `bench/training_speed.py`'s docstring. Each side runs in its own process, interleaved (ref, tfzoo, "
-        "ref, tfzoo, ...), both with verbose=2 and the same timing callback. Data: cnn and resnet on Fashion-MNIST "
+        "ref, tfzoo, ...), both with verbose=2 and the same timing callback. Where tfzoo's recipe runs several "
+        "steps per call into TensorFlow (`steps_per_execution`, gpt), a third side, plain Keras with the same "
+        "setting, runs interleaved with them and is reported beside them, not judged: the targets compare tfzoo "
+        "with plain Keras as a plain script runs it (Keras's default of 1). Data: cnn and resnet on Fashion-MNIST "
         "(train `train[:90%]`, 54,000 images; validation `train[90%:]`, 6,000; test `test`, 10,000); the reference "
         "reads the same TFDS build as numpy arrays. gpt on shakespeare_char: tfzoo draws random train windows of 64 "
         "characters each step, the reference one epoch's worth (250 x 12) once, reshuffled each epoch; both "
@@ -458,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     prepared = subprocess.run([sys.executable, __file__, "--prepare"], cwd=REPO, capture_output=True, text=True)
     if prepared.returncode:
         sys.exit(f"preparing the datasets failed:\n{prepared.stderr[-3000:]}")
+    per_call = json.loads(prepared.stdout.strip().splitlines()[-1])
     workdir = args.resume or Path(tempfile.mkdtemp(prefix="training-speed-"))
     record = workdir / "runs.json"
     runs = json.loads(record.read_text()) if args.resume and record.exists() else []
@@ -467,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs and timelines: {workdir} ({len(runs)} runs recorded)", flush=True)
     for model in models:
         for index in range(repeats[model]):
-            for side in ("ref", "tfzoo"):
+            # A third side where tfzoo runs several steps per call: plain Keras with the same steps_per_execution.
+            for side in ("ref", "tfzoo", *(["ref-spe"] if per_call[model] > 1 else [])):
                 if (model, side, index) in done:
                     continue
                 load = os.getloadavg()[0]

@@ -31,6 +31,9 @@ TRAINER_RECIPE: Mapping[str, Any] = MappingProxyType({
     "learning_rate": 1e-3,
     "jit_compile": False,  # XLA for the training step (see the README: it helps Transformers, hurts small convnets)
     "early_stopping_patience": 0,  # stop after this many epochs without a better val_loss (0: never)
+    # Training steps per call into TensorFlow (Keras's `steps_per_execution`): more than 1 saves Python's
+    # per-step work where a step is short; batch callbacks then see one batch per call.
+    "steps_per_execution": 1,
 })
 STRATEGIES = ("default", "mirrored", "multi_worker")
 

@@ -92,6 +92,19 @@ def without_autotune(dataset: tf.data.Dataset | None) -> tf.data.Dataset | None:
     return dataset.with_options(options)
 
 
+def per_call(steps_per_execution: int, steps_per_epoch: int, validation_steps: int | None) -> int:
+    """The recipe's `steps_per_execution`, checked: Keras runs whole calls, so on a repeating dataset an epoch
+    that is not a multiple of it would train (or validate) on steps past its end."""
+    if steps_per_execution < 1:
+        raise UserError(f"steps_per_execution={steps_per_execution}: it must be 1 or more")
+    for name, steps in (("steps_per_epoch", steps_per_epoch), ("the validation steps", validation_steps)):
+        if steps and steps % steps_per_execution:
+            divisors = [k for k in range(1, min(steps, 64) + 1) if steps % k == 0]
+            raise UserError(f"steps_per_execution={steps_per_execution} does not divide {name} ({steps}): "
+                            f"--set steps_per_execution=K with K one of {divisors}")
+    return steps_per_execution
+
+
 def keras_fit(model: keras.Model, splits, recipe: dict[str, Any], task_callbacks: list,
               options: FitOptions) -> Fitted:
     """`model.fit` on `splits` (a `pipelines.tasks.Splits`) for the recipe's epochs, with the standard callbacks
@@ -114,6 +127,7 @@ def keras_fit(model: keras.Model, splits, recipe: dict[str, Any], task_callbacks
         callbacks.append(keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True))
 
     validation, validation_steps = repeating(without_autotune(splits.validation))
+    model.steps_per_execution = per_call(recipe["steps_per_execution"], splits.steps_per_epoch, validation_steps)
     start = time.perf_counter()
     # One iterator for the whole run on both pipelines (`steps_per_epoch` and `validation_steps` batches an
     # epoch): a new iterator per epoch costs a pause at every boundary while the last one's tf.data threads stop.

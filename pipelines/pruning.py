@@ -89,7 +89,9 @@ def prune(model: keras.Model, task, splits, settings: dict, *, runs_dir, seed: i
     keras.utils.set_random_seed(seed)
     run = dataclasses.replace(task.run, recipe={**task.run.recipe, "epochs": settings["prune_epochs"],
                                                 "learning_rate": settings["prune_learning_rate"],
-                                                "warmup_epochs": 0, "early_stopping_patience": 0})
+                                                "warmup_epochs": 0, "early_stopping_patience": 0,
+                                                # the masks are applied after every step
+                                                "steps_per_execution": 1})
     task = type(task)(run)
     task.compile(model, splits.steps_per_epoch)
     pruning = MagnitudePruning(settings["sparsity"], total_steps=int(0.8 * settings["prune_epochs"]

@@ -43,9 +43,16 @@ class RunResult:
     config: RunConfig
 
 
+_run_ids: dict[str, int] = {}  # the ids this process has handed out, by their timestamp-and-pid part
+
+
 def make_run_id() -> str:
-    """A sortable, unique run id: UTC timestamp plus process id."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    """A sortable, unique run id: UTC timestamp plus process id, plus a count from the second id this process
+    makes within one second (two runs of a model in one second would otherwise share a run directory, and the
+    second would resume the first's backup)."""
+    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    count = _run_ids[base] = _run_ids.get(base, 0) + 1
+    return base if count == 1 else f"{base}-{count}"
 
 
 def make_strategy(name: str, cluster_timeout: float = distributed.CLUSTER_TIMEOUT) -> tf.distribute.Strategy:

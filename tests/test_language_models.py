@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,6 +19,7 @@ import zoo
 from pipelines import data, train
 from pipelines import export as exporter
 from pipelines.data import shakespeare
+from pipelines.errors import UserError
 from pipelines.evaluate import evaluate
 from pipelines.tasks import language_modelling as lm
 from serving import config
@@ -30,6 +32,7 @@ LANGUAGE_MODELS = [n for n in zoo.list_models() if zoo.get(n).task == "language_
 BLOCK = 16
 TINY = {"gpt": {"block_size": BLOCK, "n_layer": 1, "n_head": 2, "n_embd": 32}, "char_rnn": {"units": 32}}
 STEPS = 30
+CALL = 5  # steps_per_execution of the tiny runs (it divides their epochs of STEPS // 2 and their validation)
 UNIFORM_LOSS = float(np.log(len(SHAKESPEARE_CHARS)))  # nats per character of a model that learned nothing: 4.34
 LEARNED = 0.2  # nats below it that STEPS steps reach (test loss measured 0.41-0.47 below, over models and seeds)
 
@@ -138,9 +141,16 @@ def runs(tmp_path_factory, corpus_builder, data_dir):
     root = tmp_path_factory.mktemp("language")
     return {name: train.train(name, overrides=TINY[name],
                               recipe_overrides={"epochs": 2, "steps_per_epoch": STEPS // 2, "batch_size": 8,
-                                                "sequence_length": BLOCK, "warmup_steps": 3, "eval_batches": 2},
+                                                "sequence_length": BLOCK, "warmup_steps": 3, "eval_batches": CALL,
+                                                "steps_per_execution": CALL},
                               runs_dir=root / "runs", models_dir=root / "models", data_dir=data_dir, verbose=0)
             for name in LANGUAGE_MODELS}
+
+
+def scalars(run_dir: Path, tag: str) -> tuple[list[int], list[float]]:
+    """The steps and values of a TensorBoard scalar (a tensor summary) of a run's train/ logs."""
+    events = EventAccumulator(str(run_dir / "train"), size_guidance={"tensors": 0}).Reload().Tensors(tag)
+    return [e.step for e in events], [float(tf.make_ndarray(e.tensor_proto)) for e in events]
 
 
 @pytest.fixture(scope="module")
@@ -163,19 +173,47 @@ def generate(loaded_model, signature="generate", **kwargs) -> dict[str, np.ndarr
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_training_logs_loss_and_learning_rate_per_step_and_a_text_sample_per_epoch(runs, name):
     run_dir = runs[name].run_dir
-    train_events = EventAccumulator(str(run_dir / "train"), size_guidance={"tensors": 0}).Reload()
-    losses = train_events.Tensors("step_loss")
-    assert [e.step for e in losses] == list(range(1, STEPS + 1))
-    losses = [float(tf.make_ndarray(e.tensor_proto)) for e in losses]
+    steps, losses = scalars(run_dir, "step_loss")
+    assert steps == list(range(CALL, STEPS + 1, CALL))  # one point per call of CALL steps
     assert losses[0] == pytest.approx(UNIFORM_LOSS, abs=0.1)  # untrained, the model predicts ~uniformly
-    assert np.mean(losses[-5:]) < UNIFORM_LOSS - LEARNED  # measured 3.90-4.00 (single batches: noisy)
-    rates = [float(tf.make_ndarray(e.tensor_proto)) for e in train_events.Tensors("learning_rate")]
-    assert rates[0] == 0.0 and rates[2] > rates[0] and rates[-1] < max(rates)  # step 1 trains at 0: warmup, decay
+    assert np.mean(losses[-2:]) < UNIFORM_LOSS - LEARNED  # measured 3.90-4.00 (means of few batches: noisy)
+    rate_steps, rates = scalars(run_dir, "learning_rate")
+    assert rate_steps == steps  # the rate of each call's last step
+    assert 0 < rates[0] and rates[-1] < max(rates)  # warmed up by step CALL; the cosine decay
     samples = EventAccumulator(str(run_dir / "validation"), size_guidance={"tensors": 0}).Reload().Tensors("sample")
     assert [e.step for e in samples] == [0, 1] and b"prompt:" in samples[-1].tensor_proto.string_val[0]
     assert runs[name].metrics["test_split"].startswith("validation (all")
     rows = (run_dir / "embeddings" / "metadata.tsv").read_text().splitlines()  # the projector's points
     assert rows == [lm.metadata_text(c) for c in SHAKESPEARE_CHARS]
+
+
+def test_the_loss_logged_per_call_is_the_mean_of_the_calls_steps(runs, tmp_path, data_dir):
+    """The same run one step per call logs every step's own loss: the fixture's points (CALL steps a call) must
+    be the means of those, so the arithmetic that recovers a call's steps from Keras's running means holds."""
+    recipe = {"epochs": 2, "steps_per_epoch": STEPS // 2, "batch_size": 8, "sequence_length": BLOCK,
+              "warmup_steps": 3, "eval_batches": CALL, "steps_per_execution": 1}
+    one = train.train("char_rnn", overrides=TINY["char_rnn"], recipe_overrides=recipe, runs_dir=tmp_path,
+                      data_dir=data_dir, export=False, verbose=0)
+    steps, losses = scalars(one.run_dir, "step_loss")
+    assert steps == list(range(1, STEPS + 1))
+    called_steps, called = scalars(runs["char_rnn"].run_dir, "step_loss")
+    starts = [0, *called_steps[:-1]]
+    expected = [np.mean(losses[a:b]) for a, b in zip(starts, called_steps, strict=True)]
+    assert called == pytest.approx(expected, abs=1e-4)
+    rates = scalars(one.run_dir, "learning_rate")[1]
+    assert rates[0] == 0.0 and rates[2] > rates[1] > 0  # step 1 trains at 0: a linear warmup over 3 steps
+    assert rates[CALL - 1] == scalars(runs["char_rnn"].run_dir, "learning_rate")[1][0]
+
+
+def test_steps_per_execution_must_divide_the_epoch_and_the_validation(tmp_path, data_dir):
+    """Keras runs whole calls: on the repeating train windows an epoch of 15 steps at 4 a call would train 16."""
+    recipe = {"steps_per_epoch": 15, "eval_batches": 5, "steps_per_execution": 4, "sequence_length": BLOCK}
+    with pytest.raises(UserError, match=r"does not divide steps_per_epoch \(15\): .* one of \[1, 3, 5, 15\]"):
+        train.train("char_rnn", overrides=TINY["char_rnn"], recipe_overrides=recipe, runs_dir=tmp_path,
+                    data_dir=data_dir, export=False, verbose=0)
+    with pytest.raises(UserError, match=r"does not divide the validation steps \(5\)"):
+        train.train("char_rnn", overrides=TINY["char_rnn"], recipe_overrides={**recipe, "steps_per_execution": 3},
+                    runs_dir=tmp_path, data_dir=data_dir, export=False, verbose=0)
 
 
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)

@@ -89,6 +89,14 @@ def test_a_new_export_takes_the_next_version_and_leaves_no_staging_dirs(trained_
     assert exporter.versions(tmp_path / "cnn") == [1, 2]
 
 
+def test_run_ids_made_in_one_second_by_one_process_differ_and_sort_in_order():
+    """Two runs in one second (a tiny run, a sweep in a notebook) must not share a directory: the second would
+    resume the first's backup (it once made test_reinforcement_learning's sarsa run return q-learning's path)."""
+    ids = [train.make_run_id() for _ in range(3)]
+    assert len(set(ids)) == 3
+    assert ids == sorted(ids) and all(f"-{os.getpid()}" in i for i in ids)
+
+
 def test_set_overrides_split_into_model_hyperparameters_and_recipe_typed_by_their_defaults():
     run = run_config.resolve("cnn", sets=["dropout=0.5", "epochs=3", "augment=true"])
     assert run.hparams["dropout"] == 0.5 and run.recipe["epochs"] == 3 and run.recipe["augment"] is True

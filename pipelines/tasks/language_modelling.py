@@ -7,8 +7,9 @@ validation is `eval_batches` fixed random batches of the validation text (nanoGP
 20 batches); the test is every non-overlapping window of the validation text. The recipe is step-based:
 `steps_per_epoch` x `epochs` iterations; the learning rate warms up linearly for `warmup_steps`, then decays
 by a cosine to `min_learning_rate` (AdamW; no weight decay on biases and LayerNorm; global-norm clipping).
-TensorBoard: loss and learning rate per step (train/step_loss, train/learning_rate), a generated sample per
-epoch (validation/sample, a text summary), the character embedding in the projector (embeddings/).
+TensorBoard: loss and learning rate every `steps_per_execution` steps (train/step_loss: the mean of those
+steps; train/learning_rate), a generated sample per epoch (validation/sample, a text summary), the character
+embedding in the projector (embeddings/).
 
 Signatures (the whole decoding loop runs inside the graph: one request generates the whole text):
   generate            prompt string [N], max_new_tokens int32 [N], temperature float32 [N], top_k int32 [N],
@@ -66,21 +67,23 @@ def windows(ids: tf.Tensor, starts: tf.Tensor, length: int):
 
 
 class StepSummaries(keras.callbacks.Callback):
-    """Loss and learning rate of every training step, as TensorBoard scalars over the global step.
+    """Loss and learning rate as TensorBoard scalars over the global step, one point per call into TensorFlow.
 
-    Keras reports the epoch's running mean after each batch; the batch's own loss is recovered from two
-    consecutive means (mean_k * k - mean_{k-1} * (k - 1)). The learning rate is the schedule's at the step.
-    Written `FLUSH_STEPS` steps at a time by one compiled call: eager writes and reading the optimizer's
-    learning rate after every step cost ~2 ms of a ~30 ms gpt step (bench/results/training-speed.md).
+    Keras calls the batch hooks once per `steps_per_execution` steps (fewer at an epoch's end), with the epoch's
+    running mean loss after the call's last step: the mean loss of the call's own steps is recovered from two
+    consecutive means (mean_b * b - mean_a * a) / (b - a), b and a the batches done; with one step per call it is
+    that step's loss. The learning rate is the schedule's at the call's last step. Written `FLUSH_POINTS` points
+    at a time by one compiled call: eager writes and reading the optimizer's learning rate after every step cost
+    ~2 ms of a ~30 ms gpt step (bench/results/training-speed.md).
     """
 
-    FLUSH_STEPS = 100
+    FLUSH_POINTS = 100
 
     def __init__(self, log_dir: str, schedule: keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         self.writer = tf.summary.create_file_writer(log_dir)
         self.schedule = schedule
-        self.previous, self.step = 0.0, 0
+        self.previous, self.done, self.step = 0.0, 0, 0  # last running mean, batches done in the epoch, global step
         self.steps: list[int] = []
         self.losses: list[float] = []
 
@@ -100,16 +103,17 @@ class StepSummaries(keras.callbacks.Callback):
 
     @override
     def on_epoch_begin(self, epoch, logs=None):
-        self.previous = 0.0
+        self.previous, self.done = 0.0, 0
 
     @override
     def on_train_batch_end(self, batch, logs=None):
-        mean = float(logs["loss"])  # Keras has made it a float already
-        self.step += 1
+        mean, done = float(logs["loss"]), batch + 1  # Keras has made it a float already; `batch` is the call's last
+        steps = done - self.done
+        self.step += steps
         self.steps.append(self.step)
-        self.losses.append(mean * (batch + 1) - self.previous * batch)
-        self.previous = mean
-        if len(self.steps) >= self.FLUSH_STEPS:
+        self.losses.append((mean * done - self.previous * self.done) / steps)
+        self.previous, self.done = mean, done
+        if len(self.steps) >= self.FLUSH_POINTS:
             self.flush()
 
     @override
@@ -312,9 +316,12 @@ class LanguageModelling(Task):
     name = "language_modelling"
     # serve_xla: XLA-compile the exported decoding step (faster generation; TF Serving then needs
     # --xla_cpu_compilation_enabled=true, and the model card says so).
+    # 10 steps per call into TensorFlow: a gpt step is ~20 ms on 2 cores, of which ~1.5 ms was Keras's and
+    # Python's work per call (bench/results/training-speed.md); the loss is logged per call, as nanoGPT logs every
+    # 10 iterations.
     recipe_defaults = {"steps_per_epoch": 250, "sequence_length": 64, "eval_batches": 20, "warmup_steps": 0,
                        "min_learning_rate": 0.0, "weight_decay": 0.0, "beta_2": 0.999, "clipnorm": 1.0,
-                       "serve_xla": False}
+                       "serve_xla": False, "steps_per_execution": 10}
 
     @property
     def vocabulary(self) -> str:

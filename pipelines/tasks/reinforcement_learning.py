@@ -59,7 +59,7 @@ class Agent(Task):
     """What both agents share: the environment, the training loop, evaluation, checkpoints and export."""
 
     # The trainer's recipe keys an agent does not read (refused by --set).
-    unused_trainer_keys: ClassVar[frozenset[str]] = frozenset({"early_stopping_patience"})
+    unused_trainer_keys: ClassVar[frozenset[str]] = frozenset({"early_stopping_patience", "steps_per_execution"})
     single_worker_reason: ClassVar[str | None] = ("acts and learns in its own loop, which tf.distribute does not "
                                                    "split between workers")
 
@@ -511,7 +511,7 @@ class TabularQLearning(Agent):
     name = "tabular_reinforcement_learning"
     input_name = "state"
     unused_trainer_keys: ClassVar[frozenset[str]] = frozenset({"early_stopping_patience", "batch_size",
-                                                               "jit_compile"})
+                                                               "jit_compile", "steps_per_execution"})
     recipe_defaults: ClassVar[Mapping[str, Any]] = {
         **AGENT_RECIPE,
         "epochs": 10,
