@@ -67,13 +67,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def step_timer():
-    """A Keras callback recording the wall and process CPU time at every training batch's end."""
+    """A Keras callback recording the wall and process CPU time at the end of every call of training steps (one
+    step, or `steps_per_execution` steps: Keras calls the batch hooks once per call)."""
     import keras
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.ends: list[list[tuple[float, float]]] = []
+            self.ends: list[list[tuple[float, float, int]]] = []  # (wall, CPU, steps done in the epoch)
             self.train_begin = self.train_end = 0.0  # time.time() stamps
 
         def on_train_begin(self, logs=None):
@@ -86,13 +87,23 @@ def step_timer():
             self.ends.append([])
 
         def on_train_batch_end(self, batch, logs=None):
-            self.ends[-1].append((time.perf_counter(), time.process_time()))
+            self.ends[-1].append((time.perf_counter(), time.process_time(), batch + 1))
+
+        @property
+        def iterations(self) -> int:
+            return sum(epoch[-1][2] for epoch in self.ends if epoch)
 
         def ms_per_iteration(self, clock: int = 0, skip: int = 10, statistic=statistics.fmean) -> float:
-            """Mean (or `statistic`) wall (clock 0) or CPU (clock 1) time between consecutive steps inside
-            epochs, after the first `skip` steps of the run (compilation)."""
-            gaps = [b[clock] - a[clock] for epoch in self.ends for a, b in zip(epoch, epoch[1:], strict=False)]
-            return 1000 * statistic(gaps[skip:])
+            """Mean (or `statistic`) wall (clock 0) or CPU (clock 1) time per step between consecutive calls'
+            ends inside epochs (a gap divided by the steps it ran), after the first `skip` steps of the run
+            (compilation)."""
+            gaps, done = [], 0
+            for epoch in self.ends:
+                for a, b in zip(epoch, epoch[1:], strict=False):
+                    if done + a[2] > skip:
+                        gaps.append((b[clock] - a[clock]) / (b[2] - a[2]))
+                done += epoch[-1][2] if epoch else 0
+            return 1000 * statistic(gaps)
 
     return StepTimer()
 
@@ -126,7 +137,7 @@ def run_training(model: str, recipe: dict | None = None, budget_s: float | None 
     with tempfile.TemporaryDirectory() as tmp:
         result = train.train(model, overrides=hparams, recipe_overrides=recipe, runs_dir=tmp, models_dir=tmp,
                              export=export, extra_callbacks=tuple(extra), seed=seed, verbose=2)
-    iterations = sum(len(e) for e in timer.ends)
+    iterations = timer.iterations
     return {"val_loss": result.metrics["val_loss"], "test_loss": result.metrics["test_loss"],
             "train_loss": result.metrics["loss"], "iterations": iterations,
             "ms_per_iteration": timer.ms_per_iteration(), "cpu_ms_per_iteration": timer.ms_per_iteration(clock=1),

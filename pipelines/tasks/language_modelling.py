@@ -316,9 +316,9 @@ class LanguageModelling(Task):
     name = "language_modelling"
     # serve_xla: XLA-compile the exported decoding step (faster generation; TF Serving then needs
     # --xla_cpu_compilation_enabled=true, and the model card says so).
-    # 10 steps per call into TensorFlow: a gpt step is ~20 ms on 2 cores, of which ~1.5 ms was Keras's and
-    # Python's work per call (bench/results/training-speed.md); the loss is logged per call, as nanoGPT logs every
-    # 10 iterations.
+    # 10 steps per call into TensorFlow: with one, a gpt step took ~21.8 ms on 2 cores against 20.3 with ten (one
+    # sitting, 3 runs each): the Python work of the batch hooks (StepSummaries) is then paid once per ten steps.
+    # The loss is logged per call, as nanoGPT logs every 10 iterations.
     recipe_defaults = {"steps_per_epoch": 250, "sequence_length": 64, "eval_batches": 20, "warmup_steps": 0,
                        "min_learning_rate": 0.0, "weight_decay": 0.0, "beta_2": 0.999, "clipnorm": 1.0,
                        "serve_xla": False, "steps_per_execution": 10}
