@@ -230,11 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {output}")
         return 0
 
-    command = "nice -n 15 .venv/bin/python bench/generative.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = (f"nice -n {os.nice(0)} " if os.nice(0) else "") + ".venv/bin/python bench/generative.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     run_info = {"command": command.strip(), "commit": git_commit(),
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dataset": args.dataset,
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
-                           "work", "tensorflow": tf.__version__}
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "tensorflow": tf.__version__}
     if args.classifier:
         classifier_run = Path(args.classifier)
     else:
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cgan":
             records[JUDGED] = {"run": run_info, **judge_cgan(run, args, epochs, classifier, test_images, test_labels)}
             print(json.dumps(records[JUDGED], indent=2), flush=True)
-        run_info["load_average_1m"] = os.getloadavg()[0]  # how busy the shared machine was (CPU minutes inflate)
+        run_info["load_average_1m"] = os.getloadavg()[0]  # how busy the machine was (other work inflates CPU min)
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(records, indent=2, ensure_ascii=False))
         output.write_text(report(records))  # after each model
@@ -320,10 +321,13 @@ def run_line(run: dict) -> str:
     trained = run.get("classifier_trained")
     how = (f"trained by this run, {trained['epochs']} epochs, {trained['cpu_minutes']:.2f} CPU min" if trained
            else "reused")
-    load = f", load average {run['load_average_1m']:.1f} at its last write" if "load_average_1m" in run else ""
+    conditions = [
+        *([f"run under `{' '.join(run['command'].split()[:3])}`"] if run["command"].startswith("nice") else []),
+        *([f"load average {run['load_average_1m']:.1f} at its last write"] if "load_average_1m" in run else [])]
     return (f"`{run['command']}` · commit {run['commit']} · {run['date']} · data `{run['dataset']}` · "
-            f"{run['machine']} (run under `nice -n 15`{load}), TensorFlow {run['tensorflow']} · FD classifier: `cnn` "
-            f"run `{classifier['run']}` ({how}), test accuracy {classifier['test_accuracy']:.4f} · FD-cnn floor "
+            f"{run['machine']}{' (' + ', '.join(conditions) + ')' if conditions else ''}, TensorFlow "
+            f"{run['tensorflow']} · FD classifier: `cnn` run `{classifier['run']}` ({how}), test accuracy "
+            f"{classifier['test_accuracy']:.4f} · FD-cnn floor "
             f"{run['floor']:.3f} between {FLOOR_IMAGES:,} random train images and the test images "
             f"({run['floor_cpu_minutes']:.2f} CPU min, reading both splits included)"
             + "".join(f". {note}" for note in run.get("notes", [])))
