@@ -50,8 +50,9 @@ class Fitted:
 class EpochTensorBoard(keras.callbacks.TensorBoard):
     """Keras's TensorBoard callback at update_freq="epoch" without its per-batch work: Keras 3 still converts and
     writes every batch's logs as `batch_*` scalars (to no writer) at every step. The model graph is written once.
-    With `profile_batch` (first, last; 1-based, as Keras counts), Keras's batch hooks run (without logs) so that
-    they capture those batches' profile into train/plugins/profile (TensorBoard's Profile tab)."""
+    With `profile_batch` (first, last; 1-based, as Keras counts: calls of `steps_per_execution` steps), Keras's
+    batch hooks run (without logs) so that they capture those batches' profile into train/plugins/profile
+    (TensorBoard's Profile tab)."""
 
     def __init__(self, log_dir: str, profile_batch: tuple[int, int] | None = None):
         super().__init__(log_dir, update_freq="epoch", profile_batch=profile_batch or 0)

@@ -222,7 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile-batches", type=batch_range, metavar="FIRST,LAST",
                         help="profile these training batches (counted from 1 over the run, e.g. 10,20) with "
                              "TensorFlow's profiler: TensorBoard's Profile tab shows the trace (needs the "
-                             "tensorboard-plugin-profile package, a dependency)")
+                             "tensorboard-plugin-profile package, a dependency). With steps_per_execution above 1 "
+                             "(the language models' 10), Keras counts calls: batch N is the N-th call of that "
+                             "many steps")
 
 
 def positive(text: str) -> int:

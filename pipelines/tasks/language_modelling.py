@@ -70,11 +70,11 @@ class StepSummaries(keras.callbacks.Callback):
     """Loss and learning rate as TensorBoard scalars over the global step, one point per call into TensorFlow.
 
     Keras calls the batch hooks once per `steps_per_execution` steps (the trainer makes it divide the epoch),
-    with the epoch's running mean loss after the call's last step: the mean loss of the call's own steps is recovered from two
-    consecutive means (mean_b * b - mean_a * a) / (b - a), b and a the batches done; with one step per call it is
-    that step's loss. The learning rate is the schedule's at the call's last step. Written `FLUSH_POINTS` points
-    at a time by one compiled call: eager writes and reading the optimizer's learning rate after every step cost
-    ~2 ms of a ~30 ms gpt step (bench/results/training-speed.md).
+    with the epoch's running mean loss after the call's last step: the mean loss of the call's own steps is
+    recovered from two consecutive means, (mean_b * b - mean_a * a) / (b - a) with b and a the batches done; with
+    one step per call it is that step's loss. The learning rate is the schedule's at the call's last step.
+    Written `FLUSH_POINTS` points at a time by one compiled call: eager writes and reading the optimizer's
+    learning rate after every step cost ~2 ms of a ~30 ms gpt step (bench/results/training-speed.md).
     """
 
     FLUSH_POINTS = 100
