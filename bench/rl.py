@@ -165,16 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=[*CELLS, "serving"],
                         help="cells to run (default: all; none: rewrite the report from the record)")
-    parser.add_argument("--note", help="how the machine was used during the run, for the report's header (kept in "
-                                       "the record until a later run replaces it)")
+    parser.add_argument("--note", help="how the machine was used during the run, for the report's header (kept by "
+                                       "a rewrite of the report, dropped by a later run of any cell)")
     args = parser.parse_args(argv)
     cells = [*CELLS, "serving"] if args.only is None else args.only
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tfzoo-rl-bench-"))
-    records = json.loads(RECORD.read_text())["records"] if RECORD.is_file() else []
-    speed = json.loads(RECORD.read_text()).get("speed") if RECORD.is_file() else None
-    note = args.note if args.note is not None else (json.loads(RECORD.read_text()).get("note")
-                                                     if RECORD.is_file() else None)
+    recorded = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
+    records, speed = recorded.get("records", []), recorded.get("speed")
+    # A note describes the run it came with: a rewrite of the report keeps it, a run of any cell replaces it.
+    note = args.note if args.note is not None or cells else recorded.get("note")
     for name in cells:
         if name == "serving":
             continue
