@@ -81,6 +81,24 @@ def test_incremental_decoding_reproduces_the_full_forward_pass(name):
     np.testing.assert_allclose(np.stack(steps, 1), full[:, 4:11], atol=1e-4)
 
 
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_the_tensorboard_sampler_decodes_as_the_served_generate_does(name):
+    """Greedy (top_k=1 served, a vanishing temperature in the sampler): the per-epoch sample's Python loop over
+    `decode_step` gives the served graph's tokens, past the context too (the cache rebuilt every BLOCK/2)."""
+    model = zoo.build(name, **TINY[name])
+    rng = np.random.default_rng(0)
+    for weight in model.weights:  # spread logits: an untrained model's near-ties would make greedy fragile
+        weight.assign(rng.normal(0, 0.5, weight.shape).astype(weight.dtype))
+    prompt, count = "ROMEO:\nWhat", 3 * BLOCK
+    served = lm.generation_function(model, SHAKESPEARE_CHARS)(
+        **{k: tf.constant(v) for k, v in generate_inputs([prompt], max_new_tokens=count, top_k=1).items()})
+    _, state = model.prefill(tf.zeros([1, 1], tf.int32))
+    ids = lm.sample_tokens(tf.function(model.decode_step), tf.nest.map_structure(tf.zeros_like, state),
+                           lm.encode(prompt, SHAKESPEARE_CHARS), count, temperature=1e-6,
+                           rng=np.random.default_rng(0), context=getattr(model, "context_size", None))
+    assert "".join(SHAKESPEARE_CHARS[i] for i in ids) == served["generated"][0].numpy().decode()
+
+
 def test_gpt_ties_the_output_projection_to_the_token_embedding():
     model = zoo.build("gpt", **TINY["gpt"])
     assert sum("wte" in w.path for w in model.weights) == 1 and not any("head" in w.path for w in model.weights)
