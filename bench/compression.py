@@ -14,7 +14,11 @@ without label smoothing.
 Settings are chosen on validation (train[90%:]), the test split read only by the chosen ones: pruning's
 epochs and learning rate, and distillation's teacher, temperature and alpha (seed 0), each from a small grid run with
 `tfzoo compress --no-test` into work/choice/; the chosen setting is then run (3 seeds for distillation) and
-tested.
+tested. Then each student's length, for each side on its own validation: the student's recipe (10 epochs) or three
+times as long, distilled (the chosen teacher, temperature and alpha) and alone (alpha=1: the same pipeline with
+the labels' loss only). The distilled student is judged against the student alone trained as long (the same
+recipe and budget: `tfzoo train cnn --epochs E`, 3 seeds), and, where the alone side chose another length on
+its validation, against that too.
 
 Each step records the commit it ran at in work/steps.json; rerun with the same --work to resume (finished steps
 are kept, the measurements are repeated).
@@ -54,6 +58,11 @@ DISTILL_GRID = SETTINGS + [{**s, "teacher": "no_smoothing"} for s in SETTINGS]
 TEACHER_VERSIONS = {"label_smoothing": 1, "no_smoothing": 2}  # each teacher's resnet version in work/models
 DEFAULT_TEACHER = "label_smoothing"  # a setting without a `teacher` key
 NARROW = "width=0.25"  # the narrow student: the cnn with a quarter of its units
+# Each student's epochs, chosen on validation for each side: its recipe's (None) or three times as long.
+# Distillation is "patient" (Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and
+# consistent"): a student matching its teacher can go on improving where one fitting the labels has converged.
+LENGTHS = (None, 30)
+ALONE = {"alpha": 1.0}  # distill's pipeline with the labels' loss only: the student alone, for choosing its length
 
 
 def tfzoo(*args: str, work: Path) -> float:
@@ -98,6 +107,25 @@ def distill_command(settings: dict) -> list[str]:
     """`tfzoo compress resnet --method distill` from the resnet version of the teacher the setting names."""
     version = TEACHER_VERSIONS[settings.get("teacher", DEFAULT_TEACHER)]
     return ["compress", "resnet", "--method", "distill", "--version", str(version)]
+
+
+def at_length(settings: dict, epochs: int | None) -> dict:
+    """A distillation setting with its student trained `epochs` epochs (None: the student's recipe)."""
+    if epochs is None:
+        return settings
+    student_set = ",".join(filter(None, (settings.get("student_set", ""), f"epochs={epochs}")))
+    return {**settings, "student_set": student_set}
+
+
+def length_of(settings: dict) -> int | None:
+    """The student's epochs a setting names (None: the student's recipe)."""
+    found = [int(item.split("=")[1]) for item in settings.get("student_set", "").split(",")
+             if item.startswith("epochs=")]
+    return found[0] if found else None
+
+
+def length_key(epochs: int | None) -> str:
+    return "recipe" if epochs is None else str(epochs)
 
 
 def choose(steps: Steps, name: str, grid: list[dict], command) -> tuple[dict, list[dict]]:
@@ -239,19 +267,34 @@ def main(argv: list[str] | None = None) -> int:
     step(f"cnn prune {json.dumps(prune, sort_keys=True)}", "compress", "cnn", "--method", "prune", "--version", "1",
          *settings_args(prune))
     students = {}
-    for student, alone_dir in (("cnn", work), (f"cnn {NARROW}", work / "narrow")):
-        if student == "cnn":
+    for student, narrow, alone_dir in (("cnn", False, work), (f"cnn {NARROW}", True, work / "narrow")):
+        if student == "cnn":  # teacher, temperature and alpha at the student's recipe
             name = "distill"
             chosen, tried = choose(step, name, DISTILL_GRID, distill_command)
-        else:  # the temperature and alpha chosen on validation for the cnn student, not tuned again
+        else:  # the narrow student: the cnn student's teacher, temperature and alpha, not tuned again
             name = f"distill {NARROW}"
             chosen, tried = {**students["cnn"]["chosen"], "student_set": NARROW}, []
+        # The length, for each side on its own validation (the recipe's length of the cnn student was run above).
+        chosen, tried_lengths = choose(step, name, [at_length(chosen, epochs) for epochs in LENGTHS],
+                                       distill_command)
+        alone = {**ALONE, **({"student_set": NARROW} if narrow else {})}
+        alone_chosen, alone_tried = choose(step, f"{student} alone", [at_length(alone, e) for e in LENGTHS],
+                                           distill_command)
         versions = []
         for seed in SEEDS:
             key = f"{name} seed {seed} {json.dumps(chosen, sort_keys=True)}"
             step(key, *distill_command(chosen), "--seed", str(seed), *settings_args(chosen))
             versions.append(step.version(key, work / "models" / "resnet_distill"))
-        students[student] = {"chosen": chosen, "tried": tried, "versions": versions, "alone_dir": alone_dir}
+        alone_dirs = {}  # the student alone, 3 seeds, at the distilled side's length and at its own
+        for epochs in dict.fromkeys((length_of(chosen), length_of(alone_chosen))):
+            alone_dirs[epochs] = alone_dir if epochs is None else alone_dir / f"epochs-{epochs}"
+            for seed in SEEDS:
+                if epochs is not None:
+                    step(f"{student} epochs {epochs} seed {seed}", "train", "cnn", "--seed", str(seed), "--epochs",
+                         str(epochs), *(["--set", NARROW] if narrow else []), work=alone_dirs[epochs])
+        students[student] = {"chosen": chosen, "tried": tried + [t for t in tried_lengths if t not in tried],
+                             "alone_chosen": alone_chosen, "alone_tried": alone_tried, "versions": versions,
+                             "alone_dirs": alone_dirs}
 
     if args.steps_only:
         return 0
@@ -279,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     for found in students.values():
         found["distilled"] = [export.read_model_card(work / "models" / "resnet_distill" / str(v))["metrics"][
             "accuracy"] for v in found.pop("versions")]
-        alone_dir = found.pop("alone_dir")
-        found["alone"] = [_source_metrics(alone_dir / "models" / "cnn" / str(seed + 1))["accuracy"] for seed in SEEDS]
+        found["alone"] = {length_key(epochs): [_source_metrics(where / "models" / "cnn" / str(seed + 1))["accuracy"]
+                                        for seed in SEEDS] for epochs, where in found.pop("alone_dirs").items()}
     meta = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "minutes": round((time.perf_counter() - started) / 60, 1), "steps": step.done, "work": str(work),
             "resnet_epochs": args.resnet_epochs, "prune": {"chosen": prune, "tried": prune_tried},
@@ -306,6 +349,8 @@ def quality(metrics: dict) -> tuple[str, float]:
 
 
 def report(rows: list[dict], students: dict, meta: dict) -> str:
+    import zoo
+
     lines = ["# Compression: quantized, pruned and distilled zoo models beside their float sources", "",
              f"Command: `.venv/bin/python bench/compression.py --resnet-epochs {meta['resnet_epochs']}` · "
              f"measured at commit {meta['commit']} (each step's commit below) · {meta['date']} · "
@@ -364,21 +409,32 @@ def report(rows: list[dict], students: dict, meta: dict) -> str:
                                                         "run measured it" for name, accuracy in
                                                         meta["teachers"].items()) + ")")
     for student, found in students.items():
-        distilled, alone = found["distilled"], found["alone"]
-        gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
-        lines.append(f"- distill (resnet teaches {student}, {settings_text(found['chosen'])}): distilled "
-                     f"{', '.join(f'{a:.4f}' for a in distilled)} (mean {statistics.fmean(distilled):.4f}) vs "
-                     f"{student} alone {', '.join(f'{a:.4f}' for a in alone)} (mean {statistics.fmean(alone):.4f}), "
-                     f"seeds 0-2: {gain:+.2f} points (target >= +0.5): {'MET' if gain >= 0.5 else 'NOT MET'}")
+        distilled, length = found["distilled"], length_of(found["chosen"])
+        comparisons = [(length, "trained as long (the same recipe and budget)")]
+        if length_of(found["alone_chosen"]) != length:
+            comparisons.append((length_of(found["alone_chosen"]), "at the length its own validation chose"))
+        for epochs, how in comparisons:
+            alone = found["alone"][length_key(epochs)]
+            gain = 100 * (statistics.fmean(distilled) - statistics.fmean(alone))
+            lines.append(f"- distill (resnet teaches {student}, {settings_text(found['chosen'])}): distilled "
+                         f"{', '.join(f'{a:.4f}' for a in distilled)} (mean {statistics.fmean(distilled):.4f}) vs "
+                         f"{student} alone {how}, {epochs or zoo.get('cnn').train['epochs']} epochs: "
+                         f"{', '.join(f'{a:.4f}' for a in alone)} (mean {statistics.fmean(alone):.4f}), seeds 0-2: "
+                         f"{gain:+.2f} points (target >= +0.5): {'MET' if gain >= 0.5 else 'NOT MET'}")
     lines += ["", "## Settings chosen on validation", "",
               "Each setting of the grid run once (seed 0) with `--no-test`: the validation accuracy (train[90%:]) "
               "of its last epoch; the highest is chosen, then run and tested (distillation: seeds 0-2).", ""]
-    for name, found in (("prune", meta["prune"]), *((f"distill to {s}", f) for s, f in students.items())):
-        for tried in found["tried"]:
-            chosen = {k: v for k, v in tried.items() if k != "validation_accuracy"} == {
-                k: v for k, v in found["chosen"].items() if k != "student_set"}
+    grids = [("prune", meta["prune"]["tried"], [meta["prune"]["chosen"]])]
+    for student, found in students.items():
+        grids += [(f"distill to {student}", found["tried"], [found["chosen"]]),
+                  (f"{student} alone (distill's pipeline, alpha=1)", found["alone_tried"], [found["alone_chosen"]])]
+    for name, grid, chosen in grids:
+        for tried in grid:  # marked: the chosen setting, and the first stage's setting it grew from
+            setting = {k: v for k, v in tried.items() if k != "validation_accuracy"}
+            mark = " (chosen)" if setting in chosen or ("student_set" not in setting and setting in [
+                {k: v for k, v in c.items() if k != "student_set"} for c in chosen]) else ""
             lines.append(f"- {name} {settings_text(tried)}: validation accuracy {tried['validation_accuracy']:.4f}"
-                         f"{' (chosen)' if chosen else ''}")
+                         f"{mark}")
     lines += ["", "## Commands, CPU minutes and the commit each ran at", ""]
     for key, done in meta["steps"].items():
         lines.append(f"- `{done['command']}`: {done['cpu_minutes']} CPU min, {done['commit']} ({key})")
