@@ -136,9 +136,7 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(server):
     with socket.create_connection(("127.0.0.1", server.rest_port)) as connection:
         connection.sendall(b"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n")
         connection.settimeout(30)
-        answer = b""
-        while b"}" not in answer:
-            answer += connection.recv(65536)
+        answer = read_answer(connection)
     assert answer.startswith(b"HTTP/1.1 413") and b"--max_request_bytes" in answer
 
 
@@ -181,7 +179,9 @@ def test_half_open_connections_do_not_stop_a_normal_request_and_are_closed_after
         idle = socket.create_connection(("127.0.0.1", server.rest_port))  # never sends anything
         half_open.append(idle)
         half_open[0].settimeout(TIMEOUT_MS / 1000 * 5)
-        answer = half_open[0].recv(65536)  # the server gives up on the body after --rest_api_timeout_in_ms
+        # the server gives up on the body after --rest_api_timeout_in_ms; its answer may come in more than
+        # one segment (headers, then body)
+        answer = read_answer(half_open[0])
         assert answer.startswith(b"HTTP/1.1 504") and b"not received" in answer
         idle.settimeout(60)
         assert idle.recv(65536) == b""  # closed: no headers within the timeout either
@@ -189,6 +189,25 @@ def test_half_open_connections_do_not_stop_a_normal_request_and_are_closed_after
         for connection in half_open:
             connection.close()
     assert server.process.poll() is None
+
+
+def read_answer(connection: socket.socket) -> bytes:
+    """One whole HTTP/1.1 answer: its headers, then as many body bytes as its Content-Length says."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def content_length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def test_ten_times_overload_answers_only_successes_or_503_and_recovers_at_once(own_models, tmp_path_factory):
