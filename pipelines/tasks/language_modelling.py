@@ -379,7 +379,10 @@ class LanguageModelling(Task):
         train = tf.data.Dataset.random(seed=self.run.seed).batch(batch).map(draw).prefetch(tf.data.AUTOTUNE)
         rng = np.random.default_rng(self.run.seed + 1)
         eval_starts = rng.integers(0, len(validation) - length, (eval_batches, batch))
-        val = tf.data.Dataset.from_tensor_slices(eval_starts).map(lambda s: windows(validation_ids, s, length))
+        # Batched by `batch` as the test is (element shape [None, length]), so that validation and test share
+        # one traced test function: validated on [batch, length], the test's trace would be a second one.
+        val = tf.data.Dataset.from_tensor_slices(eval_starts.reshape(-1)).batch(batch).map(
+            lambda s: windows(validation_ids, s, length))
         test_starts = np.arange(0, len(validation) - length, length)
         test = tf.data.Dataset.from_tensor_slices(test_starts).batch(batch).map(
             lambda s: windows(validation_ids, s, length))
