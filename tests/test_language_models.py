@@ -5,6 +5,7 @@ generation is checked against the models' own forward pass and against the docum
 """
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import zoo
-from pipelines import data, train
+from pipelines import data, paths, train
 from pipelines import export as exporter
 from pipelines.data import shakespeare
 from pipelines.errors import UserError
@@ -203,6 +204,22 @@ def test_training_logs_loss_and_learning_rate_per_step_and_a_text_sample_per_epo
     assert runs[name].metrics["test_split"].startswith("validation (all")
     rows = (run_dir / "embeddings" / "metadata.tsv").read_text().splitlines()  # the projector's points
     assert rows == [lm.metadata_text(c) for c in SHAKESPEARE_CHARS]
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_each_epochs_text_sample_is_drawn_from_that_epochs_weights(runs, name, tmp_path):
+    """The sampler draws on its own thread from a copy of the model while the next epoch trains: the copy must
+    hold the epoch's weights (those of its checkpoint), not the initial ones nor a later step's."""
+    run_dir = runs[name].run_dir
+    samples = EventAccumulator(str(run_dir / "validation"), size_guidance={"tensors": 0}).Reload().Tensors("sample")
+    for event, (epoch, checkpoint) in zip(samples, sorted(paths.checkpoints(run_dir).items()), strict=True):
+        logged = event.tensor_proto.string_val[0].decode()
+        prompt = ast.literal_eval(logged.removeprefix("prompt: `").split("`\n\n")[0])
+        model = zoo.build(name, **TINY[name])
+        model.load_weights(checkpoint)
+        sampler = lm.SampleText(str(tmp_path), SHAKESPEARE_CHARS, prompt, copy=model)
+        sampler.compile()
+        assert event.step == epoch - 1 and f"```\n{prompt}{sampler.sample(epoch - 1)}\n```" in logged
 
 
 def test_the_loss_logged_per_call_is_the_mean_of_the_calls_steps(runs, tmp_path, data_dir):

@@ -136,44 +136,54 @@ class StepSummaries(keras.callbacks.Callback):
 class SampleText(EpochSummaries):
     """A generated sample per epoch (prompt from the validation data), as a TensorBoard text summary.
 
-    Sampled by `sample_tokens`: a Python loop around the model's one-token `decode_step`, XLA-compiled and
-    called as a concrete function (one fixed-shape program: about a second to trace and compile, where the
-    export's whole `generate` graph took three; nothing of it is exported). The compile runs on a thread of its
-    own from the start of training, beside the first epoch; each epoch's sample then takes about a tenth of a
-    second at the epoch boundary."""
+    Sampled by `sample_tokens` (a Python loop around the one-token `decode_step`, XLA-compiled and called as a
+    concrete function: about a second to trace and compile, ~0.1 s a sample; nothing of it is exported) from
+    `copy`, a second model of the run's architecture, on a thread of its own: at each epoch's end the trained
+    model's weights are copied into it and the sample is drawn while the next epoch trains, so the boundary
+    costs only the copy. The copy's decode step is compiled on that thread before the first sample, beside the
+    second epoch (beside the first, while the train step traces and compiles, it cost that call twice its
+    own time). `on_train_end` waits for the last sample."""
 
-    def __init__(self, log_dir: str, chars: str, prompt: str):
+    def __init__(self, log_dir: str, chars: str, prompt: str, copy: keras.Model):
         super().__init__(log_dir)
-        self.chars, self.prompt = chars, prompt
+        self.chars, self.prompt, self.copy = chars, prompt, copy
         self.step = self.empty = None
-        self.warmup: concurrent.futures.Future | None = None
-
-    @override
-    def on_train_begin(self, logs=None):
-        warming = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sampler-warmup")
-        self.warmup = warming.submit(self.compile)
-        warming.shutdown(wait=False)
+        self.sampling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="text-sampler")
+        self.pending: concurrent.futures.Future | None = None
 
     def compile(self) -> None:
-        """The XLA decode step, traced for the empty state's shapes and compiled by a first token."""
-        _, state = self.model.prefill(tf.zeros([1, 1], tf.int32))
+        """The copy's XLA decode step, traced for the empty state's shapes (compiled at its first call)."""
+        _, state = self.copy.prefill(tf.zeros([1, 1], tf.int32))
         self.empty = tf.nest.map_structure(tf.zeros_like, state)
-        self.step = tf.function(self.model.decode_step, jit_compile=True).get_concrete_function(
+        self.step = tf.function(self.copy.decode_step, jit_compile=True).get_concrete_function(
             tf.TensorSpec([1], tf.int32), tf.TensorSpec([], tf.int32),
             tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), self.empty))
-        self.sample(-1, 1)
 
     def sample(self, seed: int, tokens: int = SAMPLE_TOKENS) -> str:
         ids = sample_tokens(self.step, self.empty, encode(self.prompt, self.chars), tokens, temperature=0.8,
-                            rng=np.random.default_rng(seed + 1), context=getattr(self.model, "context_size", None))
+                            rng=np.random.default_rng(seed + 1), context=getattr(self.copy, "context_size", None))
         return "".join(self.chars[i] for i in ids)
 
     @override
     def summarize(self):
-        self.warmup.result()  # done long before the first epoch ends, but for the shortest runs
-        text = self.sample(self.epoch)
-        # Markdown: a code block keeps the play's line breaks.
-        tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
+        if self.pending is not None:
+            self.pending.result()  # the last epoch's sample: done before the copy's weights change
+        self.copy.set_weights(self.model.get_weights())
+        self.pending = self.sampling.submit(self.write, self.epoch)
+
+    def write(self, epoch: int) -> None:
+        if self.step is None:
+            self.compile()
+        text = self.sample(epoch)
+        with self.writer.as_default(step=epoch):
+            # Markdown: a code block keeps the play's line breaks.
+            tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
+        self.writer.flush()
+
+    @override
+    def on_train_end(self, logs=None):
+        if self.pending is not None:
+            self.pending.result()
 
 
 def sample_tokens(step, empty, ids, count: int, *, temperature: float, rng: np.random.Generator,
@@ -416,7 +426,7 @@ class LanguageModelling(Task):
         """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
         prompt = "".join(self.vocabulary[i] for i in np.asarray(sample_batch[0][0][:16]))
         return [StepSummaries(f"{run_dir}/train", self.schedule),
-                SampleText(f"{run_dir}/validation", self.vocabulary, prompt),
+                SampleText(f"{run_dir}/validation", self.vocabulary, prompt, copy=self.run.build()),
                 Projector(f"{run_dir}/embeddings", self.token_embeddings)]
 
     def token_embeddings(self, model: keras.Model) -> Embedding:
