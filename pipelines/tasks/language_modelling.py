@@ -140,9 +140,9 @@ class SampleText(EpochSummaries):
     concrete function: about a second to trace and compile, ~0.1 s a sample; nothing of it is exported) from
     `copy`, a second model of the run's architecture, on a thread of its own: at each epoch's end the trained
     model's weights are copied into it and the sample is drawn while the next epoch trains, so the boundary
-    costs only the copy. The copy's decode step is compiled on that thread before the first sample, beside the
-    second epoch (beside the first, while the train step traces and compiles, it cost that call twice its
-    own time). `on_train_end` waits for the last sample."""
+    costs only the copy. The copy's decode step is compiled at the start of training, before the train step
+    is (beside the first train call it cost that call twice its own time; beside the second epoch, its first
+    steps and the boundary: bench/results/training-speed.md). `on_train_end` waits for the last sample."""
 
     def __init__(self, log_dir: str, chars: str, prompt: str, copy: keras.Model):
         super().__init__(log_dir)
@@ -151,13 +151,18 @@ class SampleText(EpochSummaries):
         self.sampling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="text-sampler")
         self.pending: concurrent.futures.Future | None = None
 
+    @override
+    def on_train_begin(self, logs=None):
+        self.compile()
+
     def compile(self) -> None:
-        """The copy's XLA decode step, traced for the empty state's shapes (compiled at its first call)."""
+        """The copy's XLA decode step, traced for the empty state's shapes and compiled by a first token."""
         _, state = self.copy.prefill(tf.zeros([1, 1], tf.int32))
         self.empty = tf.nest.map_structure(tf.zeros_like, state)
         self.step = tf.function(self.copy.decode_step, jit_compile=True).get_concrete_function(
             tf.TensorSpec([1], tf.int32), tf.TensorSpec([], tf.int32),
             tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), self.empty))
+        self.sample(-1, 1)
 
     def sample(self, seed: int, tokens: int = SAMPLE_TOKENS) -> str:
         ids = sample_tokens(self.step, self.empty, encode(self.prompt, self.chars), tokens, temperature=0.8,
@@ -172,8 +177,6 @@ class SampleText(EpochSummaries):
         self.pending = self.sampling.submit(self.write, self.epoch)
 
     def write(self, epoch: int) -> None:
-        if self.step is None:
-            self.compile()
         text = self.sample(epoch)
         with self.writer.as_default(step=epoch):
             # Markdown: a code block keeps the play's line breaks.
