@@ -208,8 +208,8 @@ def test_training_logs_loss_and_learning_rate_per_step_and_a_text_sample_per_epo
 
 @pytest.mark.parametrize("name", LANGUAGE_MODELS)
 def test_each_epochs_text_sample_is_drawn_from_that_epochs_weights(runs, name, tmp_path):
-    """The sampler draws on its own thread from a copy of the model while the next epoch trains: the copy must
-    hold the epoch's weights (those of its checkpoint), not the initial ones nor a later step's."""
+    """The sampler draws on its own thread while the next epoch trains, from a copy of the weights: the copy
+    must be the epoch's weights (those of its checkpoint), not the initial ones nor a later step's."""
     run_dir = runs[name].run_dir
     samples = EventAccumulator(str(run_dir / "validation"), size_guidance={"tensors": 0}).Reload().Tensors("sample")
     for event, (epoch, checkpoint) in zip(samples, sorted(paths.checkpoints(run_dir).items()), strict=True):
@@ -217,9 +217,11 @@ def test_each_epochs_text_sample_is_drawn_from_that_epochs_weights(runs, name, t
         prompt = ast.literal_eval(logged.removeprefix("prompt: `").split("`\n\n")[0])
         model = zoo.build(name, **TINY[name])
         model.load_weights(checkpoint)
-        sampler = lm.SampleText(str(tmp_path), SHAKESPEARE_CHARS, prompt, copy=model)
+        sampler = lm.SampleText(str(tmp_path), SHAKESPEARE_CHARS, prompt)
+        sampler.set_model(model)
         sampler.compile()
-        assert event.step == epoch - 1 and f"```\n{prompt}{sampler.sample(epoch - 1)}\n```" in logged
+        text = sampler.sample(sampler.snapshot(), epoch - 1)
+        assert event.step == epoch - 1 and f"```\n{prompt}{text}\n```" in logged
 
 
 def test_the_loss_logged_per_call_is_the_mean_of_the_calls_steps(runs, tmp_path, data_dir):

@@ -136,48 +136,59 @@ class StepSummaries(keras.callbacks.Callback):
 class SampleText(EpochSummaries):
     """A generated sample per epoch (prompt from the validation data), as a TensorBoard text summary.
 
-    Sampled by `sample_tokens` (a Python loop around the one-token `decode_step`, XLA-compiled and called as a
-    concrete function: about a second to trace and compile, ~0.1 s a sample; nothing of it is exported) from
-    `copy`, a second model of the run's architecture, on a thread of its own: at each epoch's end the trained
-    model's weights are copied into it and the sample is drawn while the next epoch trains, so the boundary
-    costs only the copy. The copy's decode step is compiled at the start of training, before the train step
-    is (beside the first train call it cost that call twice its own time; beside the second epoch, its first
-    steps and the boundary: bench/results/training-speed.md). `on_train_end` waits for the last sample."""
+    Sampled by `sample_tokens`: a Python loop around the model's one-token `decode_step`, XLA-compiled and called
+    as a concrete function that takes the weights as inputs (`keras.StatelessScope`), so a sample reads a copy of
+    the weights taken at its epoch's end: it is drawn on a thread of its own while the next epoch trains, and the
+    boundary costs only the copy. The step is traced and compiled at the start of training, before the train
+    step (about 0.7 s; beside the first train call it cost that call twice as much, beside the second epoch it
+    slowed its first steps: bench/results/training-speed.md); a sample then takes ~0.1 s. Nothing of it is
+    exported. `on_train_end` waits for the last sample."""
 
-    def __init__(self, log_dir: str, chars: str, prompt: str, copy: keras.Model):
+    def __init__(self, log_dir: str, chars: str, prompt: str):
         super().__init__(log_dir)
-        self.chars, self.prompt, self.copy = chars, prompt, copy
+        self.chars, self.prompt = chars, prompt
         self.step = self.empty = None
         self.sampling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="text-sampler")
-        self.pending: concurrent.futures.Future | None = None
+        self.pending: list[concurrent.futures.Future] = []
 
     @override
     def on_train_begin(self, logs=None):
         self.compile()
 
     def compile(self) -> None:
-        """The copy's XLA decode step, traced for the empty state's shapes and compiled by a first token."""
-        _, state = self.copy.prefill(tf.zeros([1, 1], tf.int32))
-        self.empty = tf.nest.map_structure(tf.zeros_like, state)
-        self.step = tf.function(self.copy.decode_step, jit_compile=True).get_concrete_function(
-            tf.TensorSpec([1], tf.int32), tf.TensorSpec([], tf.int32),
-            tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), self.empty))
-        self.sample(-1, 1)
+        """The XLA decode step (token, position, state, weights), traced for the empty state's shapes and
+        compiled by a first token."""
+        model, weights = self.model, self.model.weights
 
-    def sample(self, seed: int, tokens: int = SAMPLE_TOKENS) -> str:
-        ids = sample_tokens(self.step, self.empty, encode(self.prompt, self.chars), tokens, temperature=0.8,
-                            rng=np.random.default_rng(seed + 1), context=getattr(self.copy, "context_size", None))
+        def step(token, position, state, values):
+            with keras.StatelessScope(state_mapping=list(zip(weights, values, strict=True))):
+                return model.decode_step(token, position, state)
+
+        _, state = model.prefill(tf.zeros([1, 1], tf.int32))
+        self.empty = tf.nest.map_structure(tf.zeros_like, state)
+        self.step = tf.function(step, jit_compile=True).get_concrete_function(
+            tf.TensorSpec([1], tf.int32), tf.TensorSpec([], tf.int32),
+            tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), self.empty),
+            [tf.TensorSpec(w.shape, w.dtype) for w in weights])
+        self.sample(self.snapshot(), -1, 1)
+
+    def snapshot(self) -> list[tf.Tensor]:
+        """A copy of the model's weights now, which training does not change."""
+        return [tf.constant(w) for w in self.model.get_weights()]
+
+    def sample(self, weights: list[tf.Tensor], seed: int, tokens: int = SAMPLE_TOKENS) -> str:
+        """`tokens` characters after the prompt, sampled at temperature 0.8 from the model with `weights`."""
+        ids = sample_tokens(lambda token, position, state: self.step(token, position, state, weights), self.empty,
+                            encode(self.prompt, self.chars), tokens, temperature=0.8,
+                            rng=np.random.default_rng(seed + 1), context=getattr(self.model, "context_size", None))
         return "".join(self.chars[i] for i in ids)
 
     @override
     def summarize(self):
-        if self.pending is not None:
-            self.pending.result()  # the last epoch's sample: done before the copy's weights change
-        self.copy.set_weights(self.model.get_weights())
-        self.pending = self.sampling.submit(self.write, self.epoch)
+        self.pending.append(self.sampling.submit(self.write, self.snapshot(), self.epoch))
 
-    def write(self, epoch: int) -> None:
-        text = self.sample(epoch)
+    def write(self, weights: list[tf.Tensor], epoch: int) -> None:
+        text = self.sample(weights, epoch)
         with self.writer.as_default(step=epoch):
             # Markdown: a code block keeps the play's line breaks.
             tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
@@ -185,8 +196,9 @@ class SampleText(EpochSummaries):
 
     @override
     def on_train_end(self, logs=None):
-        if self.pending is not None:
-            self.pending.result()
+        for future in self.pending:
+            future.result()
+        self.pending = []
 
 
 def sample_tokens(step, empty, ids, count: int, *, temperature: float, rng: np.random.Generator,
@@ -429,7 +441,7 @@ class LanguageModelling(Task):
         """TensorBoard extras: loss and learning rate per step, a generated sample per epoch."""
         prompt = "".join(self.vocabulary[i] for i in np.asarray(sample_batch[0][0][:16]))
         return [StepSummaries(f"{run_dir}/train", self.schedule),
-                SampleText(f"{run_dir}/validation", self.vocabulary, prompt, copy=self.run.build()),
+                SampleText(f"{run_dir}/validation", self.vocabulary, prompt),
                 Projector(f"{run_dir}/embeddings", self.token_embeddings)]
 
     def token_embeddings(self, model: keras.Model) -> Embedding:
