@@ -100,6 +100,8 @@ class StepSummaries(keras.callbacks.Callback):
     @override
     def on_train_begin(self, logs=None):
         self.step = int(self.model.optimizer.iterations.numpy())  # not 0 after a resume
+        with self.writer.as_default():
+            self.write.get_concrete_function()  # traced now, not at the first epoch's end (a boundary)
 
     @override
     def on_epoch_begin(self, epoch, logs=None):
