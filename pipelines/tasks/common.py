@@ -109,6 +109,21 @@ class EpochSummaries(keras.callbacks.Callback):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
         self.epoch, self.logs = 0, {}
+        self.background: concurrent.futures.ThreadPoolExecutor | None = None
+        self.pending: list[concurrent.futures.Future] = []
+
+    def in_background(self, work: Callable[..., None], *args) -> None:
+        """Run `work(*args)` on this callback's own thread (one, in order), so the next epoch starts at once;
+        `on_train_end` waits for all of it and re-raises what failed."""
+        if self.background is None:
+            self.background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=type(self).__name__)
+        self.pending.append(self.background.submit(work, *args))
+
+    @override
+    def on_train_end(self, logs=None):
+        for future in self.pending:
+            future.result()
+        self.pending = []
 
     @override
     def on_epoch_end(self, epoch, logs=None):
@@ -126,13 +141,11 @@ class ClassifierSummaries(EpochSummaries):
     draws it for Fashion-MNIST) and one precision-recall curve per class (the PR curves plugin, tag
     "<class>/pr_curves"), from the
     `ClassifierCurves` metric that the pass filled inside the compiled test step (no extra pass). The figure
-    is drawn on a thread of its own, so the next epoch starts at once; `on_train_end` waits for it."""
+    is drawn in the background (`in_background`)."""
 
     def __init__(self, log_dir: str | os.PathLike, curves, names: list[str], what: str = "validation examples"):
         super().__init__(log_dir)
         self.curves, self.names, self.what = curves, list(names), what
-        self.drawing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="confusion-matrix")
-        self.pending: list[concurrent.futures.Future] = []
 
     @override
     def summarize(self):
@@ -148,7 +161,7 @@ class ClassifierSummaries(EpochSummaries):
                 curves["precision"][i], curves["recall"][i], num_thresholds=self.curves.bins + 1,
                 display_name=f"{name} vs the rest", description=f"{int(matrix.sum())} {self.what}")
             tf.summary.experimental.write_raw_pb(proto.SerializeToString())
-        self.pending.append(self.drawing.submit(self.draw, matrix, self.epoch))
+        self.in_background(self.draw, matrix, self.epoch)
 
     def draw(self, matrix: np.ndarray, epoch: int) -> None:
         from pipelines.tasks import plots
@@ -158,12 +171,6 @@ class ClassifierSummaries(EpochSummaries):
             tf.summary.image("confusion_matrix", image,
                              description=f"{int(matrix.sum())} {self.what}; rows: true class, columns: predicted")
         self.writer.flush()
-
-    @override
-    def on_train_end(self, logs=None):
-        for future in self.pending:
-            future.result()
-        self.pending = []
 
 
 @dataclasses.dataclass

@@ -30,8 +30,6 @@ Generation rules (also in the model card, `generation`):
 """
 from __future__ import annotations
 
-import concurrent.futures
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -150,8 +148,6 @@ class SampleText(EpochSummaries):
         super().__init__(log_dir)
         self.chars, self.prompt = chars, prompt
         self.step = self.empty = None
-        self.sampling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="text-sampler")
-        self.pending: list[concurrent.futures.Future] = []
 
     @override
     def on_train_begin(self, logs=None):
@@ -187,7 +183,7 @@ class SampleText(EpochSummaries):
 
     @override
     def summarize(self):
-        self.pending.append(self.sampling.submit(self.write, self.snapshot(), self.epoch))
+        self.in_background(self.write, self.snapshot(), self.epoch)
 
     def write(self, weights: list[tf.Tensor], epoch: int) -> None:
         text = self.sample(weights, epoch)
@@ -195,12 +191,6 @@ class SampleText(EpochSummaries):
             # Markdown: a code block keeps the play's line breaks.
             tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
         self.writer.flush()
-
-    @override
-    def on_train_end(self, logs=None):
-        for future in self.pending:
-            future.result()
-        self.pending = []
 
 
 def sample_tokens(step, empty, ids, count: int, *, temperature: float, rng: np.random.Generator,
