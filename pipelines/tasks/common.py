@@ -113,11 +113,19 @@ class EpochSummaries(keras.callbacks.Callback):
         self.pending: list[concurrent.futures.Future] = []
 
     def in_background(self, work: Callable[..., None], *args) -> None:
-        """Run `work(*args)` on this callback's own thread (one, in order), so the next epoch starts at once;
-        `on_train_end` waits for all of it and re-raises what failed."""
+        """Run `work(*args)` as `summarize` runs (the writer as default, this epoch as step, flushed after), but
+        on this callback's own thread (one, in order), so the next epoch starts at once; `on_train_end` waits
+        for all of it and re-raises what failed."""
+        epoch = self.epoch
+
+        def write() -> None:
+            with self.writer.as_default(step=epoch):
+                work(*args)
+            self.writer.flush()
+
         if self.background is None:
             self.background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=type(self).__name__)
-        self.pending.append(self.background.submit(work, *args))
+        self.pending.append(self.background.submit(write))
 
     @override
     def on_train_end(self, logs=None):
@@ -161,16 +169,14 @@ class ClassifierSummaries(EpochSummaries):
                 curves["precision"][i], curves["recall"][i], num_thresholds=self.curves.bins + 1,
                 display_name=f"{name} vs the rest", description=f"{int(matrix.sum())} {self.what}")
             tf.summary.experimental.write_raw_pb(proto.SerializeToString())
-        self.in_background(self.draw, matrix, self.epoch)
+        self.in_background(self.draw, matrix)
 
-    def draw(self, matrix: np.ndarray, epoch: int) -> None:
+    def draw(self, matrix: np.ndarray) -> None:
         from pipelines.tasks import plots
 
         image = plots.figure_to_image(plots.confusion_matrix_figure(matrix, self.names))
-        with self.writer.as_default(step=epoch):
-            tf.summary.image("confusion_matrix", image,
-                             description=f"{int(matrix.sum())} {self.what}; rows: true class, columns: predicted")
-        self.writer.flush()
+        tf.summary.image("confusion_matrix", image,
+                         description=f"{int(matrix.sum())} {self.what}; rows: true class, columns: predicted")
 
 
 @dataclasses.dataclass

@@ -187,10 +187,8 @@ class SampleText(EpochSummaries):
 
     def write(self, weights: list[tf.Tensor], epoch: int) -> None:
         text = self.sample(weights, epoch)
-        with self.writer.as_default(step=epoch):
-            # Markdown: a code block keeps the play's line breaks.
-            tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
-        self.writer.flush()
+        # Markdown: a code block keeps the play's line breaks.
+        tf.summary.text("sample", f"prompt: `{self.prompt!r}`\n\n```\n{self.prompt}{text}\n```")
 
 
 def sample_tokens(step, empty, ids, count: int, *, temperature: float, rng: np.random.Generator,
